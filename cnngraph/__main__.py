@@ -1,0 +1,3 @@
+from cnngraph.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command-line interface: parses arguments, calls one stage, prints. No logic of its own."""

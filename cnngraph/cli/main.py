@@ -1,0 +1,49 @@
+"""The ``cnngraph`` command: root options and the list of sub-commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cnngraph.settings import DEFAULT_URI, Neo4jSettings
+
+app = typer.Typer(
+    name="cnngraph",
+    help=(
+        "Map a trained CNN into a multilayer network, load it into Neo4j, score every node by "
+        "the entropy of its degrees across class networks, and prune the layers that score low."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    uri: Annotated[str, typer.Option("--uri", envvar="NEO4J_URI", help="Bolt URI of Neo4j (bolt://, neo4j://, neo4j+s://).")] = DEFAULT_URI,
+    user: Annotated[str, typer.Option("--user", envvar="NEO4J_USER", help="Neo4j user.")] = "neo4j",
+    password: Annotated[str | None, typer.Option("--password", envvar="NEO4J_PASSWORD", help="Neo4j password (omit when auth is off).", show_default=False)] = None,
+    database: Annotated[str | None, typer.Option("--database", envvar="NEO4J_DATABASE", help="Neo4j database (default: the server's default).", show_default=False)] = None,
+) -> None:
+    """Neo4j settings shared by every command that talks to the database."""
+    ctx.obj = Neo4jSettings(uri=uri, user=user, password=password or None, database=database or None)
+
+
+def _register() -> None:
+    # Each command lives in its own module under cnngraph/cli/ and exposes register(app).
+    from cnngraph.cli import commands
+
+    for module in commands.MODULES:
+        module.register(app)
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Creating a driver and turning connection failures into one-line domain errors."""
+
+from __future__ import annotations
+
+from neo4j import Driver, GraphDatabase
+from neo4j import exceptions as neo4j_exc
+
+from cnngraph.errors import Neo4jError
+from cnngraph.settings import Neo4jSettings
+
+
+def connect(settings: Neo4jSettings, verify: bool = True) -> Driver:
+    """A driver for ``settings``; checks that the server answers and accepts the login."""
+    auth = (settings.user, settings.password) if settings.password else None
+    try:
+        driver = GraphDatabase.driver(settings.uri, auth=auth)
+    except (ValueError, neo4j_exc.ConfigurationError) as e:
+        raise Neo4jError(f"bad Neo4j URI '{settings.uri}' ({e}); use bolt://, neo4j:// or neo4j+s://") from e
+    if verify:
+        try:
+            driver.verify_connectivity()
+        except BaseException as e:
+            driver.close()
+            raise translate(e, settings) from e
+    return driver
+
+
+def translate(error: BaseException, settings: Neo4jSettings) -> BaseException:
+    """A driver exception as a :class:`Neo4jError` that says what to do; others unchanged."""
+    if isinstance(error, neo4j_exc.AuthError):
+        return Neo4jError(
+            f"Neo4j at {settings.uri} refused user '{settings.user}': wrong or missing password; "
+            "set NEO4J_USER / NEO4J_PASSWORD"
+        )
+    if isinstance(error, neo4j_exc.ServiceUnavailable | OSError):
+        return Neo4jError(
+            f"cannot reach Neo4j at {settings.uri}; start one with 'cnngraph server start' "
+            "or point NEO4J_URI at a running server"
+        )
+    if isinstance(error, neo4j_exc.Neo4jError):
+        return Neo4jError(f"Neo4j at {settings.uri} failed: {error.message or error}")
+    if isinstance(error, neo4j_exc.DriverError):
+        return Neo4jError(f"Neo4j driver error talking to {settings.uri}: {error}")
+    return error

@@ -1,0 +1,238 @@
+"""Models: the project's reference architectures and loading any user model by spec.
+
+A *spec* names where a model comes from:
+
+- a reference architecture: ``vgg11``, ``vgg13``, ``vgg16`` (batch norm, for 32x32 or 28x28
+  inputs, any width multiplier) or ``small_cnn``;
+- a torchvision architecture: ``torchvision:NAME`` (architecture only; weights from a checkpoint);
+- user code: ``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments).
+
+Checkpoints are state dicts loaded with ``weights_only=True``; a checkpoint written by
+``cnngraph train`` also carries the spec, so the model can be rebuilt from it alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnngraph.errors import ModelError
+
+VGG_CONFIGS: dict[str, list[int | str]] = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
+SMALL_CNN_CONFIG: list[int | str] = [16, 16, "M", 32, 32, "M", 64]
+REFERENCE_ARCHITECTURES = (*VGG_CONFIGS, "small_cnn")
+
+
+class VGG(nn.Module):
+    """VGG with batch norm for small inputs: ``features``, flatten, ``classifier``.
+
+    Pooling uses ``ceil_mode`` so that 28x28 inputs (MNIST) pass all five pools (28, 14, 7, 4,
+    2, 1) as 32x32 ones do (32, 16, 8, 4, 2, 1).
+    """
+
+    def __init__(
+        self,
+        config: list[int | str],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 32,
+        width: float = 1.0,
+        hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        size = input_size
+        for item in config:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
+                size = (size + 1) // 2
+            else:
+                out = max(1, round(int(item) * width))
+                layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                channels = out
+        self.features = nn.Sequential(*layers)
+        hidden = hidden or max(32, round(512 * width))
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * size * size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from and how it was built; stored with every mapping and pruning."""
+
+    source: str
+    num_classes: int = 10
+    in_channels: int = 3
+    input_size: int = 32
+    width: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        return cls(
+            source=str(d["source"]),
+            num_classes=int(d.get("num_classes", 10)),
+            in_channels=int(d.get("in_channels", 3)),
+            input_size=int(d.get("input_size", 32)),
+            width=float(d.get("width", 1.0)),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A fresh (untrained) model for ``spec``; a :class:`ModelError` naming what is wrong."""
+    source = spec.source
+    if source in VGG_CONFIGS:
+        return VGG(VGG_CONFIGS[source], spec.num_classes, spec.in_channels, spec.input_size, spec.width)
+    if source == "small_cnn":
+        return VGG(SMALL_CNN_CONFIG, spec.num_classes, spec.in_channels, spec.input_size, spec.width, hidden=64)
+    if source.startswith("torchvision:"):
+        return _torchvision_model(source.split(":", 1)[1], spec.num_classes)
+    if ":" in source:
+        return _factory_model(source)
+    raise ModelError(
+        f"unknown model '{source}'; use one of {', '.join(REFERENCE_ARCHITECTURES)}, "
+        "'torchvision:NAME', 'package.module:factory' or 'path/to/file.py:factory'"
+    )
+
+
+def _torchvision_model(name: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except (ValueError, KeyError) as e:
+        raise ModelError(f"torchvision has no architecture '{name}' ({e}); see torchvision.models.list_models()") from e
+
+
+def _factory_model(source: str) -> nn.Module:
+    target, _, attr = source.rpartition(":")
+    if not attr:
+        raise ModelError(f"model spec '{source}' names no factory after ':'")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ModelError(f"model file '{path}' does not exist")
+            mod_name = f"cnngraph_user_{path.stem}"
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or spec.loader is None:
+                raise ModelError(f"cannot import '{path}' as a Python module")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ModelError:
+        raise
+    except Exception as e:  # user code: any failure is the user's to fix
+        raise ModelError(f"importing '{target}' failed: {type(e).__name__}: {e}") from e
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ModelError(f"'{target}' has no callable '{attr}'")
+    try:
+        model = factory()
+    except Exception as e:
+        raise ModelError(f"calling '{source}' failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"'{source}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, info)`` from a checkpoint, loaded with ``weights_only=True``.
+
+    Accepts a bare state dict, or a dict with ``state_dict`` (and, from ``cnngraph train``, a
+    ``cnngraph`` entry holding the spec and training facts).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint '{path}' does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(
+            f"cannot read checkpoint '{path}' with weights_only=True ({type(e).__name__}); "
+            "save a state dict (model.state_dict()) instead of a pickled model"
+        ) from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"], dict(obj.get("cnngraph", {}))
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise ModelError(f"checkpoint '{path}' holds no state dict")
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], origin: str) -> None:
+    """Load ``state_dict`` strictly; a mismatch names the first differing keys."""
+    result = model.load_state_dict(state_dict, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:3])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
+    if problems:
+        raise ModelError(f"checkpoint '{origin}' does not fit the model: {'; '.join(problems)}")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, info: dict[str, Any]) -> Path:
+    """Write a state dict plus JSON-able ``info`` atomically; loadable with ``weights_only=True``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save({"state_dict": model.state_dict(), "cnngraph": info}, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_model(
+    spec: ModelSpec | None, checkpoint: str | Path | None = None
+) -> tuple[nn.Module, ModelSpec]:
+    """Build the model of ``spec`` (or the spec stored in ``checkpoint``) and load its weights."""
+    state: dict[str, torch.Tensor] | None = None
+    if checkpoint is not None:
+        state, info = read_checkpoint(checkpoint)
+        if spec is None:
+            if "spec" not in info:
+                raise ModelError(f"checkpoint '{checkpoint}' does not say which model it is; give --model")
+            spec = ModelSpec.from_dict(info["spec"])
+    if spec is None:
+        raise ModelError("no model given; pass --model (and --checkpoint for trained weights)")
+    model = build_model(spec)
+    if state is not None:
+        try:
+            load_weights(model, state, str(checkpoint))
+        except RuntimeError as e:
+            raise ModelError(f"checkpoint '{checkpoint}' does not fit '{spec.source}': {e}") from e
+    model.eval()
+    return model, spec
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
