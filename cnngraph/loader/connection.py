@@ -9,8 +9,16 @@ from cnngraph.errors import Neo4jError
 from cnngraph.settings import Neo4jSettings
 
 
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
 def connect(settings: Neo4jSettings, verify: bool = True) -> Driver:
     """A driver for ``settings``; checks that the server answers and accepts the login."""
+    scheme = settings.uri.split("://", 1)[0] if "://" in settings.uri else ""
+    if scheme not in BOLT_SCHEMES:
+        raise Neo4jError(
+            f"bad Neo4j URI '{settings.uri}'; use bolt://, neo4j://, neo4j+s:// (or bolt+s, +ssc variants)"
+        )
     auth = (settings.user, settings.password) if settings.password else None
     try:
         driver = GraphDatabase.driver(settings.uri, auth=auth)

@@ -1,0 +1,71 @@
+"""Shared fixtures: a real Neo4j server for the session, and the CLI app.
+
+The server is the project's own launcher (``cnngraph.server.local``) started on free ports with
+a fresh store in a temporary folder and auth on with a generated password, then stopped at the
+end. Set ``CNNGRAPH_TEST_NEO4J_URI`` (and ``CNNGRAPH_TEST_NEO4J_PASSWORD``) to use a running
+server instead. Tests that need no database never start it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+
+from cnngraph.settings import Neo4jSettings
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jSettings]:
+    external = os.environ.get("CNNGRAPH_TEST_NEO4J_URI")
+    if external:
+        yield Neo4jSettings(uri=external, password=os.environ.get("CNNGRAPH_TEST_NEO4J_PASSWORD") or None)
+        return
+    from cnngraph.server import local
+
+    config = local.ServerConfig(
+        state_dir=Path(tmp_path_factory.mktemp("neo4j")),
+        bolt_port=local.free_port(),
+        http_port=local.free_port(),
+        password=secrets.token_urlsafe(12),
+        heap="1g",
+        pagecache="256m",
+    )
+    local.start(config, timeout=240)
+    try:
+        yield Neo4jSettings(uri=config.bolt_uri, password=config.password)
+    finally:
+        local.stop(config)
+
+
+@pytest.fixture(scope="session")
+def neo4j_driver(neo4j_settings: Neo4jSettings) -> Iterator[object]:
+    from cnngraph.loader.connection import connect
+
+    driver = connect(neo4j_settings)
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture(scope="session")
+def cli_app() -> typer.Typer:
+    """The ``cnngraph`` Typer app with every command registered (once)."""
+    from cnngraph.cli import main
+
+    if not main.app.registered_groups and not main.app.registered_commands:
+        main._register()
+    return main.app
+
+
+@pytest.fixture
+def neo4j_env(neo4j_settings: Neo4jSettings) -> dict[str, str]:
+    """Environment variables that point the CLI at the test server."""
+    env = {"NEO4J_URI": neo4j_settings.uri, "NEO4J_USER": neo4j_settings.user}
+    env["NEO4J_PASSWORD"] = neo4j_settings.password or ""
+    return env
