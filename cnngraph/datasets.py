@@ -78,7 +78,9 @@ def load_dataset(source: str | Path, split: str | None = None) -> ImageDataset:
         return _builtin(text.split(":", 1)[1])
     path = Path(source)
     if not path.exists():
-        raise DataError(f"dataset '{path}' does not exist; give an ImageFolder directory, an .npz or builtin:digits")
+        raise DataError(
+            f"dataset '{path}' does not exist; give an ImageFolder directory, an .npz or builtin:digits"
+        )
     if path.is_dir():
         if split is not None:
             if not (path / split).is_dir():
@@ -106,7 +108,9 @@ def _npz(path: Path) -> ImageDataset:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "images" not in data.files or "labels" not in data.files:
-                raise DataError(f"'{path}' needs arrays 'images' and 'labels'; it has {', '.join(data.files)}")
+                raise DataError(
+                    f"'{path}' needs arrays 'images' and 'labels'; it has {', '.join(data.files)}"
+                )
             images = np.asarray(data["images"])
             labels = np.asarray(data["labels"]).astype(np.int64).reshape(-1)
             classes = [str(c) for c in data["classes"]] if "classes" in data.files else None
@@ -185,7 +189,10 @@ def _decode(files: list[Path]) -> np.ndarray:
         except OSError as e:
             raise DataError(f"cannot decode image '{f}' ({e})") from e
         if arr.shape != first.shape:
-            raise DataError(f"image '{f}' is {arr.shape[1]}x{arr.shape[0]}, others are {first.shape[1]}x{first.shape[0]}; resize them to one size")
+            raise DataError(
+                f"image '{f}' is {arr.shape[1]}x{arr.shape[0]}, others are "
+                f"{first.shape[1]}x{first.shape[0]}; resize them to one size"
+            )
         out[n] = arr
     return out
 
@@ -219,5 +226,5 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
     perm = np.random.default_rng(seed).permutation(n)
-    cut = int(round(n * (1.0 - test_fraction)))
+    cut = round(n * (1.0 - test_fraction))
     return np.sort(perm[:cut]), np.sort(perm[cut:])

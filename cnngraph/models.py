@@ -109,7 +109,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if source in VGG_CONFIGS:
         return VGG(VGG_CONFIGS[source], spec.num_classes, spec.in_channels, spec.input_size, spec.width)
     if source == "small_cnn":
-        return VGG(SMALL_CNN_CONFIG, spec.num_classes, spec.in_channels, spec.input_size, spec.width, hidden=64)
+        return VGG(
+            SMALL_CNN_CONFIG, spec.num_classes, spec.in_channels, spec.input_size, spec.width, hidden=64
+        )
     if source.startswith("torchvision:"):
         return _torchvision_model(source.split(":", 1)[1], spec.num_classes)
     if ":" in source:
@@ -126,7 +128,9 @@ def _torchvision_model(name: str, num_classes: int) -> nn.Module:
     try:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     except (ValueError, KeyError) as e:
-        raise ModelError(f"torchvision has no architecture '{name}' ({e}); see torchvision.models.list_models()") from e
+        raise ModelError(
+            f"torchvision has no architecture '{name}' ({e}); see torchvision.models.list_models()"
+        ) from e
 
 
 def _factory_model(source: str) -> nn.Module:
@@ -211,9 +215,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: dict[str, Any]) ->
     return path
 
 
-def load_model(
-    spec: ModelSpec | None, checkpoint: str | Path | None = None
-) -> tuple[nn.Module, ModelSpec]:
+def load_model(spec: ModelSpec | None, checkpoint: str | Path | None = None) -> tuple[nn.Module, ModelSpec]:
     """Build the model of ``spec`` (or the spec stored in ``checkpoint``) and load its weights."""
     state: dict[str, torch.Tensor] | None = None
     if checkpoint is not None:

@@ -111,7 +111,7 @@ def test_cli_start_status_stop_leaves_no_process(cli_app, tmp_path: Path) -> Non
             assert b"Neo4j" in page.read()
         status = runner.invoke(cli_app, ["server", "status", *args])
         assert status.exit_code == 0
-        assert "5.26" in status.output and f"/browser/" in status.output
+        assert "5.26" in status.output and "/browser/" in status.output
     finally:
         stopped = runner.invoke(cli_app, ["server", "stop", *args])
     assert stopped.exit_code == 0

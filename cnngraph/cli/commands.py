@@ -4,4 +4,34 @@ from __future__ import annotations
 
 from types import ModuleType
 
-MODULES: list[ModuleType] = []
+from cnngraph.cli import (
+    browse_cmd,
+    degrees_cmd,
+    drop_cmd,
+    export_cmd,
+    inspect_cmd,
+    load_cmd,
+    map_cmd,
+    models_cmd,
+    prune_cmd,
+    score_cmd,
+    server_cmd,
+    sweep_cmd,
+    train_cmd,
+)
+
+MODULES: list[ModuleType] = [
+    server_cmd,
+    train_cmd,
+    map_cmd,
+    load_cmd,
+    models_cmd,
+    degrees_cmd,
+    score_cmd,
+    browse_cmd,
+    drop_cmd,
+    inspect_cmd,
+    export_cmd,
+    prune_cmd,
+    sweep_cmd,
+]

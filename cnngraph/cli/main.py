@@ -23,10 +23,29 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    uri: Annotated[str, typer.Option("--uri", envvar="NEO4J_URI", help="Bolt URI of Neo4j (bolt://, neo4j://, neo4j+s://).")] = DEFAULT_URI,
+    uri: Annotated[
+        str,
+        typer.Option("--uri", envvar="NEO4J_URI", help="Bolt URI of Neo4j (bolt://, neo4j://, neo4j+s://)."),
+    ] = DEFAULT_URI,
     user: Annotated[str, typer.Option("--user", envvar="NEO4J_USER", help="Neo4j user.")] = "neo4j",
-    password: Annotated[str | None, typer.Option("--password", envvar="NEO4J_PASSWORD", help="Neo4j password (omit when auth is off).", show_default=False)] = None,
-    database: Annotated[str | None, typer.Option("--database", envvar="NEO4J_DATABASE", help="Neo4j database (default: the server's default).", show_default=False)] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            envvar="NEO4J_PASSWORD",
+            help="Neo4j password (omit when auth is off).",
+            show_default=False,
+        ),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            envvar="NEO4J_DATABASE",
+            help="Neo4j database (default: the server's default).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Neo4j settings shared by every command that talks to the database."""
     ctx.obj = Neo4jSettings(uri=uri, user=user, password=password or None, database=database or None)

@@ -26,9 +26,12 @@ StateDir = Annotated[
         show_default=False,
     ),
 ]
-BoltPort = Annotated[int, typer.Option("--bolt-port", envvar="CNNGRAPH_BOLT_PORT", help="Bolt port on 127.0.0.1.")]
+BoltPort = Annotated[
+    int, typer.Option("--bolt-port", envvar="CNNGRAPH_BOLT_PORT", help="Bolt port on 127.0.0.1.")
+]
 HttpPort = Annotated[
-    int, typer.Option("--http-port", envvar="CNNGRAPH_HTTP_PORT", help="HTTP port (Neo4j Browser) on 127.0.0.1.")
+    int,
+    typer.Option("--http-port", envvar="CNNGRAPH_HTTP_PORT", help="HTTP port (Neo4j Browser) on 127.0.0.1."),
 ]
 
 

@@ -8,7 +8,6 @@ from neo4j import exceptions as neo4j_exc
 from cnngraph.errors import Neo4jError
 from cnngraph.settings import Neo4jSettings
 
-
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
 

@@ -142,9 +142,7 @@ class MultilayerNetwork:
 
     def values(self, descriptor: str) -> np.ndarray:
         if descriptor not in self.node_values:
-            raise MappingFileError(
-                f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}"
-            )
+            raise MappingFileError(f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}")
         return self.node_values[descriptor]
 
     # ----------------------------------------------------------------- storage

@@ -1,0 +1,21 @@
+"""Cypher over the loaded graph: degrees, node scores, summaries. Query text lives in ``*.cypher``."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+QUERY_NAMES = ("degrees", "scores", "stored_scores", "layer_summary", "top_nodes", "neighbourhood")
+
+
+@cache
+def cypher(name: str) -> str:
+    """The text of ``cnngraph/queries/<name>.cypher`` (the same file a user pastes into Browser)."""
+    if name not in QUERY_NAMES:
+        raise KeyError(f"no query '{name}'; have {', '.join(QUERY_NAMES)}")
+    return resources.files(__package__).joinpath(f"{name}.cypher").read_text(encoding="utf-8")
+
+
+def style_path() -> str:
+    """Filesystem path of the Neo4j Browser style sheet shipped with the package."""
+    return str(resources.files(__package__).joinpath("style.grass"))

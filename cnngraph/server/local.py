@@ -118,7 +118,9 @@ def launcher_classpath(launcher_dir: Path | None = None, rebuild: bool = False) 
 def _maven_build(root: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise ConfigError("Maven ('mvn') is not installed; install Maven 3.8+ or give NEO4J_URI of a running Neo4j")
+        raise ConfigError(
+            "Maven ('mvn') is not installed; install Maven 3.8+ or give NEO4J_URI of a running Neo4j"
+        )
     _require_java()
     proc = subprocess.run(
         [mvn, "-B", "-q", "package", "-DskipTests"], cwd=root, capture_output=True, text=True, check=False
@@ -176,7 +178,12 @@ def start(config: ServerConfig, timeout: float = 180.0) -> ServerInfo:
     log_offset = config.log_file.stat().st_size if config.log_file.exists() else 0
     with open(config.log_file, "ab") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
     config.pid_file.write_text(f"{proc.pid}\n")
     try:
@@ -198,7 +205,9 @@ def start(config: ServerConfig, timeout: float = 180.0) -> ServerInfo:
     return info
 
 
-def _wait_for_bolt(config: ServerConfig, proc: subprocess.Popen[bytes], log_offset: int, timeout: float) -> None:
+def _wait_for_bolt(
+    config: ServerConfig, proc: subprocess.Popen[bytes], log_offset: int, timeout: float
+) -> None:
     """Wait for the launcher's ready line (printed after the password is set), then for Bolt."""
     from neo4j import GraphDatabase
     from neo4j import exceptions as neo4j_exc

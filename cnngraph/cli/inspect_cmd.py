@@ -1,0 +1,76 @@
+"""``cnngraph inspect FILE``: a per-layer summary of a saved mapping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cnngraph.cli.common import console, handle_errors
+
+if TYPE_CHECKING:
+    from cnngraph.mapping.network import MultilayerNetwork
+
+
+def layer_table(rows: list[dict[str, Any]], descriptor: str) -> Table:
+    """The per-layer table shared by ``map`` and ``inspect``."""
+    table = Table(title=f"layers (node values: {descriptor} over filters, all classes)")
+    for col in ("layer", "name", "filters", "HxW", "nodes", "arcs to next", "mean", "min", "max"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        table.add_row(
+            str(r["layer"]), r["name"], str(r["filters"]), f"{r['height']}x{r['width']}",
+            f"{r['nodes']:,}", f"{r['arcs_to_next']:,}",
+            f"{r['mean_value']:.4g}", f"{r['min_value']:.4g}", f"{r['max_value']:.4g}",
+        )  # fmt: skip
+    return table
+
+
+def print_summary(network: MultilayerNetwork, descriptor: str) -> None:
+    """Totals, the layer table, the classes and the options of ``network``."""
+    from cnngraph.mapping.summary import network_summary
+
+    summary = network_summary(network, descriptor)
+    console.print(
+        f"{summary['nodes']:,} nodes, {summary['arcs_per_class']:,} arcs per class, "
+        f"{network.num_classes} classes"
+    )
+    console.print(layer_table(summary["layers"], descriptor))
+    classes = Table(title="classes")
+    classes.add_column("class")
+    classes.add_column("images", justify="right")
+    for c in summary["classes"]:
+        classes.add_row(c["name"], str(c["images"]))
+    console.print(classes)
+    options = ", ".join(f"{k}={v}" for k, v in network.options.items())
+    console.print(f"options: {options}", highlight=False, soft_wrap=True)
+
+
+@handle_errors
+def inspect_cmd(
+    file: Annotated[Path, typer.Argument(help="A mapping file written by 'cnngraph map' (.npz).")],
+    descriptor: Annotated[
+        str | None,
+        typer.Option(
+            "--descriptor", help="Node values to summarise: mean or median \\[default: the mapping's]."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Print a per-layer summary of a saved mapping: filters, size, nodes, arcs, node values, classes."""
+    from cnngraph.mapping.network import MultilayerNetwork
+    from cnngraph.mapping.summary import network_summary
+
+    network = MultilayerNetwork.load(file)
+    chosen = descriptor or str(network.options.get("descriptor", "mean"))
+    if as_json:
+        typer.echo(json.dumps(network_summary(network, chosen), indent=2))
+        return
+    print_summary(network, chosen)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_cmd)

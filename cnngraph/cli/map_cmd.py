@@ -1,0 +1,196 @@
+"""``cnngraph map [MODEL] DATA --out FILE``: map a trained CNN into its multilayer network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnngraph.cli.common import console, handle_errors, progress
+from cnngraph.errors import ConfigError
+
+MODEL_HELP = (
+    "[MODEL] DATA. MODEL: vgg11|vgg13|vgg16|small_cnn (reference architectures), torchvision:NAME, "
+    "package.module:factory or path/to/file.py:factory; omit it when --checkpoint comes from "
+    "'cnngraph train'. DATA: an ImageFolder directory, an .npz (images, labels, classes) or builtin:digits."
+)
+
+
+def parse_floats(text: str | None, what: str) -> list[float] | None:
+    """``'0.5,0.25'`` -> ``[0.5, 0.25]``; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{what} must be comma-separated numbers such as 0.5,0.5,0.5, got '{text}'") from e
+
+
+def parse_images_per_class(text: str) -> int | None:
+    """``'all'`` -> None, else a positive integer."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise ConfigError(f"--images-per-class takes a positive number or 'all', got '{text}'") from e
+    if n < 1:
+        raise ConfigError(f"--images-per-class takes a positive number or 'all', got '{text}'")
+    return n
+
+
+@handle_errors
+def map_cmd(
+    targets: Annotated[
+        list[str], typer.Argument(metavar="[MODEL] DATA", help=MODEL_HELP, show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Mapping file to write (.npz).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="State-dict checkpoint (loaded with weights_only=True).", show_default=False
+        ),
+    ] = None,
+    width: Annotated[
+        float, typer.Option("--width", help="Width multiplier of a reference architecture.")
+    ] = 1.0,
+    input_size: Annotated[
+        int | None,
+        typer.Option(
+            "--input-size",
+            help="Input side of a reference architecture \\[default: the images' height].",
+            show_default=False,
+        ),
+    ] = None,
+    in_channels: Annotated[
+        int | None,
+        typer.Option(
+            "--in-channels",
+            help="Input channels of a reference architecture \\[default: the images'].",
+            show_default=False,
+        ),
+    ] = None,
+    num_classes: Annotated[
+        int | None,
+        typer.Option(
+            "--num-classes",
+            help="Outputs of a reference architecture \\[default: the dataset's classes].",
+            show_default=False,
+        ),
+    ] = None,
+    images_per_class: Annotated[
+        str,
+        typer.Option(
+            "--images-per-class", help="Images per class (n or 'all'); a class with fewer uses what it has."
+        ),
+    ] = "64",
+    shuffle_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--shuffle-seed",
+            help="Pick the images of each class by a seeded shuffle instead of the first n in file order.",
+            show_default=False,
+        ),
+    ] = None,
+    response: Annotated[
+        str,
+        typer.Option(
+            "--response",
+            help="Response of a layer: 'activation' (conv + batch norm + activation) or "
+            "'conv' (raw convolution output, can be negative).",
+        ),
+    ] = "activation",
+    descriptor: Annotated[
+        str,
+        typer.Option(
+            "--descriptor",
+            help="Node value used for scoring: 'mean' or 'median' over the filters (both are stored).",
+        ),
+    ] = "mean",
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            "--mean",
+            help="Normalisation mean per channel, comma-separated (one value = all channels).",
+            show_default=False,
+        ),
+    ] = None,
+    std: Annotated[
+        str | None,
+        typer.Option(
+            "--std",
+            help="Normalisation std per channel, comma-separated (one value = all channels).",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Subfolder of an ImageFolder dataset to use, e.g. train or test.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 128,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device", help="cpu, cuda or cuda:N \\[default: the GPU when there is one].", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Map a trained CNN and a labelled dataset into its multilayer network (METHOD.md sections 1-3).
+
+    Nodes are the positions of every Conv2d output map, arcs follow each convolution's windows back
+    through pooling, stride, padding and dilation, and every class gets its own arc weights from the
+    mean response of its images. Prints a per-layer summary and writes one .npz file.
+    """
+    from cnngraph.cli.inspect_cmd import print_summary
+    from cnngraph.datasets import load_dataset
+    from cnngraph.mapping.api import map_model, used_fewer
+    from cnngraph.models import ModelSpec, load_model
+
+    if len(targets) not in (1, 2):
+        raise ConfigError(f"give [MODEL] DATA (one or two arguments), got {len(targets)}")
+    model_source, data_source = (None, targets[0]) if len(targets) == 1 else (targets[0], targets[1])
+    per_class = parse_images_per_class(images_per_class)
+    norm = (parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    dataset = load_dataset(data_source, split)
+    spec = None
+    if model_source is not None:
+        c, h, _ = dataset.input_shape
+        spec = ModelSpec(
+            source=model_source,
+            num_classes=num_classes or len(dataset.class_names),
+            in_channels=in_channels or c,
+            input_size=input_size or h,
+            width=width,
+        )
+    elif checkpoint is None:
+        raise ConfigError("give MODEL, or a --checkpoint written by 'cnngraph train' that names its model")
+    model, spec = load_model(spec, checkpoint)
+    with progress() as bar:
+        task = bar.add_task("forward passes", total=None, rate="")
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, rate="images")
+
+        network = map_model(
+            model, dataset, images_per_class=per_class, seed=shuffle_seed, response=response,
+            descriptor=descriptor, batch_size=batch_size, device=device, normalize=norm, spec=spec,
+            progress=advance,
+        )  # fmt: skip
+    network.options["split"] = split
+    network.options["checkpoint"] = str(checkpoint) if checkpoint is not None else None
+    for name, used in used_fewer(network):
+        console.print(
+            f"[yellow]note:[/] class '{name}' has only {used} images; used all of them", highlight=False
+        )
+    path = network.save(out)
+    print_summary(network, descriptor)
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("map")(map_cmd)

@@ -1,0 +1,143 @@
+"""``cnngraph train``: train the baseline model on a dataset (seeded) and write its checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cnngraph.cli.common import console, handle_errors, progress
+from cnngraph.errors import ConfigError, DataError
+
+
+def training_progress(description: str) -> tuple[Any, Any]:
+    """A Rich progress bar and the ``(done, total)`` callback that advances it."""
+    bar = progress()
+    task = bar.add_task(description, total=None, rate="")
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def cost_table(title: str, columns: dict[str, dict[str, Any]]) -> Table:
+    """A table of accuracy, precision, recall and cost, one column per summary dict."""
+    from cnngraph.pruner.metrics import COMPARISON_ROWS, format_value
+
+    table = Table(title=title)
+    table.add_column("")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key, label, unit in COMPARISON_ROWS:
+        table.add_row(label, *(format_value(float(c[key]), unit) for c in columns.values()))
+    return table
+
+
+@handle_errors
+def train_cmd(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Checkpoint to write (state dict + spec + split).")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="vgg11|vgg13|vgg16|small_cnn, torchvision:NAME, package.module:factory or file.py:factory.",
+        ),
+    ] = "small_cnn",
+    data: Annotated[
+        str, typer.Option("--data", help="ImageFolder directory, .npz file or builtin:digits.")
+    ] = "builtin:digits",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Training folder of an ImageFolder dataset (with --test-split).",
+            show_default=False,
+        ),
+    ] = None,
+    test_split: Annotated[
+        str | None,
+        typer.Option("--test-split", help="Test folder of an ImageFolder dataset.", show_default=False),
+    ] = None,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            "--test-fraction", help="Share of images held out for testing when no --split is given."
+        ),
+    ] = 0.2,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.01,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (momentum 0.9) or adam.")] = "sgd",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split, the initialisation and the shuffling.")
+    ] = 0,
+    width: Annotated[
+        float, typer.Option("--width", help="Width multiplier of a reference architecture.")
+    ] = 1.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON instead of tables.")
+    ] = False,
+) -> None:
+    """Train a model from scratch (seeded) and save it with everything later commands need.
+
+    The checkpoint records the model spec and the train/test split, so 'cnngraph map' and
+    'cnngraph prune' need neither --model nor the split options again.
+    """
+    import torch
+
+    from cnngraph.models import ModelSpec, build_model, save_checkpoint
+    from cnngraph.pruner.data import DataSplit, load_split
+    from cnngraph.pruner.metrics import evaluate as evaluate_model
+    from cnngraph.pruner.metrics import measure
+    from cnngraph.pruner.training import train
+
+    if width <= 0:
+        raise ConfigError(f"--width must be > 0, got {width}")
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    data_split = DataSplit(data, split, test_split, test_fraction, seed)
+    train_data, test_data = load_split(data_split)
+    c, h, w = train_data.input_shape
+    if h != w:
+        raise DataError(f"images are {w}x{h}; the reference models need square images")
+    spec = ModelSpec(model, len(train_data.class_names), c, h, width)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(spec)
+    bar, update = training_progress(f"training {model}")
+    with bar:
+        history = train(net, train_data, epochs, batch_size, lr, seed, progress=update, optimizer=optimizer)
+    metrics = evaluate_model(net, test_data)
+    cost = measure(net, train_data.input_shape)
+    summary = {**metrics.to_dict(), **cost.to_dict(), "epoch_seconds": history.mean_epoch_seconds}
+    summary.pop("confusion")
+    info = {
+        "spec": spec.to_dict(),
+        "metrics": summary,
+        "data": data_split.to_dict(),
+        "split": {"train_images": len(train_data), "test_images": len(test_data)},
+        "training": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": optimizer,
+            "seed": seed,
+        },
+        "history": history.to_dict(),
+    }
+    save_checkpoint(out, net, info)
+    if as_json:
+        console.print_json(json.dumps({"checkpoint": str(out), **info}, default=str))
+        return
+    console.print(cost_table(f"{model} on {data} ({len(test_data)} test images)", {"trained": summary}))
+    console.print(f"checkpoint written to [bold]{out}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)

@@ -1,0 +1,39 @@
+// delta of every node of one model (METHOD.md section 4), written back as node properties.
+// d[h] = weighted in- plus out-degree of the node in class network h (|d[h]| when the mapping
+// used response = conv); p[h] = d[h] / sum(d):
+//   entropy       = -sum_h p[h] ln p[h]   (terms with p[h] = 0 add 0; 0 when sum(d) = 0)
+//   mean          = sum(d) / t
+//   participation = t / (t - 1) * (1 - sum_h p[h]^2)
+// delta = entropy. Each node also gets one label D0..D4, the fifth of [0, ln t] its entropy falls
+// in, so the Browser style (style.grass) can size nodes by delta.
+// Writes run in batches, so run this as its own query (in Neo4j Browser prefix it with :auto).
+//   :param model => 'vgg16_bn'
+//   :param descriptor => 'mean'
+MATCH (m:Model {id: $model})
+WITH m.num_classes AS t, m.response = 'conv' AS absolute
+MATCH (p:Position {model: $model})
+CALL (p, t, absolute) {
+  OPTIONAL MATCH (p)-[r:ARC]-()
+  WITH t, absolute, r.class AS h, sum(r[$descriptor]) AS w
+  WITH t, absolute, collect([h, w]) AS pairs
+  WITH t, [c IN range(0, t - 1) |
+           coalesce(head([x IN pairs WHERE x[0] = c | CASE WHEN absolute THEN abs(x[1]) ELSE x[1] END]), 0.0)] AS d
+  WITH t, d, reduce(s = 0.0, x IN d | s + x) AS total
+  RETURN
+    CASE WHEN total = 0 THEN 0.0
+         ELSE -reduce(s = 0.0, x IN d | s + CASE WHEN x / total > 0 THEN x / total * log(x / total) ELSE 0.0 END)
+    END AS entropy,
+    total / t AS mean,
+    CASE WHEN t < 2 OR total = 0 THEN 0.0
+         ELSE t / (t - 1.0) * (1.0 - reduce(s = 0.0, x IN d | s + (x / total) ^ 2))
+    END AS participation
+}
+WITH p, entropy, mean, participation,
+     CASE WHEN t < 2 THEN 0 ELSE toInteger(floor(5.0 * entropy / log(t))) END AS fifth
+CALL (p, entropy, mean, participation, fifth) {
+  REMOVE p:D0:D1:D2:D3:D4
+  SET p.delta = entropy, p.delta_entropy = entropy, p.delta_mean = mean,
+      p.delta_participation = participation, p.delta_descriptor = $descriptor,
+      p:$("D" + toString(CASE WHEN fifth > 4 THEN 4 ELSE fifth END))
+} IN TRANSACTIONS OF 10000 ROWS
+RETURN p.nid AS nid, p.layer AS layer, p.i AS i, p.j AS j, entropy, mean, participation

@@ -1,0 +1,164 @@
+"""Degrees and node scores computed by Cypher in Neo4j, returned as numpy arrays.
+
+``compute_scores`` runs ``scores.cypher``, which writes ``delta`` (entropy), ``delta_entropy``,
+``delta_mean`` and ``delta_participation`` onto every ``:Position``; ``fetch_scores`` reads them back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from neo4j import Driver
+
+from cnngraph.errors import ConfigError, Neo4jError
+from cnngraph.loader.catalog import drop_model, list_models, require_model
+from cnngraph.loader.guard import neo4j_errors, quiet_session
+from cnngraph.mapping.network import DESCRIPTORS
+from cnngraph.queries import cypher
+from cnngraph.scores import NodeScores
+
+__all__ = [
+    "AGGREGATORS",
+    "DegreeTable",
+    "compute_degrees",
+    "compute_scores",
+    "drop_model",
+    "fetch_scores",
+    "layer_summary",
+    "list_models",
+    "top_nodes",
+]
+
+AGGREGATORS = ("entropy", "mean", "participation")
+
+START_SCORING = "MATCH (m:Model {id: $model}) REMOVE m.scored_descriptor"
+FINISH_SCORING = (
+    "MATCH (m:Model {id: $model}) SET m.scored_descriptor = $descriptor, m.scored_at = datetime()"
+)
+LAYER_NAMES = "MATCH (l:Layer {model: $model}) RETURN l.index AS index, l.name AS name ORDER BY index"
+
+
+@dataclass(frozen=True)
+class DegreeTable:
+    """Per-class weighted degrees from Cypher: ``layer``/``i``/``j`` int64 [N], in/out float64 [t, N]."""
+
+    model: str
+    descriptor: str
+    class_names: tuple[str, ...]
+    layer: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    indegree: np.ndarray
+    outdegree: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.indegree + self.outdegree
+
+
+def compute_degrees(
+    driver: Driver, model: str, descriptor: str = "mean", database: str | None = None
+) -> DegreeTable:
+    """Run ``degrees.cypher``: in/out degree of every node in every class network."""
+    props = require_model(driver, model, database)
+    descriptor = _check_descriptor(descriptor, props)
+    records = _fetch(driver, database, cypher("degrees"), model=model, descriptor=descriptor)
+    nid, layer, i, j = _position_columns(records)
+    order = np.argsort(nid, kind="stable")
+    t = int(props["num_classes"])
+    indeg = _matrix(records, "indegree", t)[:, order]
+    outdeg = _matrix(records, "outdegree", t)[:, order]
+    return DegreeTable(
+        model=model,
+        descriptor=descriptor,
+        class_names=tuple(props.get("class_names", [])),
+        layer=layer[order],
+        i=i[order],
+        j=j[order],
+        indegree=indeg,
+        outdegree=outdeg,
+    )
+
+
+def compute_scores(
+    driver: Driver, model: str, descriptor: str | None = None, database: str | None = None
+) -> NodeScores:
+    """Run ``scores.cypher`` (writes ``delta*`` onto the nodes) and return every aggregator."""
+    props = require_model(driver, model, database)
+    descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
+    with neo4j_errors(driver), quiet_session(driver, database) as session:
+        session.run(START_SCORING, model=model).consume()
+        records = list(session.run(cypher("scores"), model=model, descriptor=descriptor))
+        session.run(FINISH_SCORING, model=model, descriptor=descriptor).consume()
+    return _node_scores(driver, model, descriptor, records, database)
+
+
+def fetch_scores(driver: Driver, model: str, database: str | None = None) -> NodeScores:
+    """The scores that the last ``compute_scores`` (``cnngraph score``) wrote into the graph."""
+    props = require_model(driver, model, database)
+    descriptor = props.get("scored_descriptor")
+    if descriptor is None:
+        raise Neo4jError(f"model '{model}' has no scores yet; run 'cnngraph score --model {model}' first")
+    records = _fetch(driver, database, cypher("stored_scores"), model=model)
+    return _node_scores(driver, model, str(descriptor), records, database)
+
+
+def layer_summary(driver: Driver, model: str, database: str | None = None) -> list[dict[str, Any]]:
+    """One dict per layer: name, size, and mean/std/min/max of ``delta`` and the mean degree."""
+    require_model(driver, model, database)
+    return [dict(r) for r in _fetch(driver, database, cypher("layer_summary"), model=model)]
+
+
+def top_nodes(driver: Driver, model: str, k: int = 25, database: str | None = None) -> list[dict[str, Any]]:
+    """The ``k`` nodes with the highest stored ``delta``."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    require_model(driver, model, database)
+    return [dict(r) for r in _fetch(driver, database, cypher("top_nodes"), model=model, k=int(k))]
+
+
+def _check_descriptor(descriptor: str, props: dict[str, Any]) -> str:
+    """Only a known descriptor that the model stores may reach ``r[$descriptor]``."""
+    stored = list(props.get("descriptors", DESCRIPTORS))
+    if descriptor not in DESCRIPTORS or descriptor not in stored:
+        raise ConfigError(
+            f"unknown descriptor '{descriptor}' for model '{props['id']}'; use {' or '.join(stored)}"
+        )
+    return descriptor
+
+
+def _fetch(driver: Driver, database: str | None, query: str, **params: Any) -> list[Any]:
+    with neo4j_errors(driver), quiet_session(driver, database) as session:
+        return list(session.run(query, params))
+
+
+def _position_columns(records: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    columns = [np.array([r[key] for r in records], dtype=np.int64) for key in ("nid", "layer", "i", "j")]
+    return columns[0], columns[1], columns[2], columns[3]
+
+
+def _matrix(records: list[Any], key: str, t: int) -> np.ndarray:
+    """A [t, N] float64 array from one list-valued column."""
+    if not records:
+        return np.zeros((t, 0), dtype=np.float64)
+    return np.array([r[key] for r in records], dtype=np.float64).reshape(len(records), t).T.copy()
+
+
+def _node_scores(
+    driver: Driver, model: str, descriptor: str, records: list[Any], database: str | None
+) -> NodeScores:
+    nid, layer, i, j = _position_columns(records)
+    order = np.argsort(nid, kind="stable")
+    values = {name: np.array([r[name] for r in records], dtype=np.float64)[order] for name in AGGREGATORS}
+    names = tuple(str(r["name"]) for r in _fetch(driver, database, LAYER_NAMES, model=model))
+    return NodeScores(
+        layer=layer[order],
+        i=i[order],
+        j=j[order],
+        values=values,
+        layer_names=names,
+        descriptor=descriptor,
+        model=model,
+    )

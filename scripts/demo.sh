@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole cnngraph job on a real dataset shipped inside a registry package (scikit-learn's
+# 8x8 handwritten digits, upscaled to 16x16): train a small VGG-style CNN, map it into its
+# multilayer network, load it into Neo4j, score every node by entropy, prune, fine-tune, compare.
+# Starts a local Neo4j when NEO4J_URI is not set, and stops it at the end unless
+# DEMO_KEEP_SERVER=1 (the store persists; `cnngraph server start` brings the graph back).
+set -euo pipefail
+
+OUT=${DEMO_OUT:-out/demo}
+NAME=${DEMO_MODEL_NAME:-demo-digits}
+EPOCHS=${DEMO_EPOCHS:-12}
+GAMMA=${DEMO_GAMMA:-1.0}
+mkdir -p "$OUT"
+export CNNGRAPH_PROGRESS=${CNNGRAPH_PROGRESS:-1}
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+started_here=0
+cleanup() {
+  if [[ $started_here == 1 && ${DEMO_KEEP_SERVER:-0} != 1 ]]; then
+    step "stopping the local Neo4j this demo started (DEMO_KEEP_SERVER=1 keeps it)"
+    cnngraph server stop || true
+  fi
+}
+trap cleanup EXIT
+
+if [[ -z ${NEO4J_URI:-} ]]; then
+  if cnngraph server status >/dev/null 2>&1; then
+    step "using the local Neo4j that is already running"
+  else
+    step "starting a local Neo4j 5.26 (state in $CNNGRAPH_STATE_DIR)"
+    cnngraph server start
+    started_here=1
+  fi
+fi
+
+step "1/6 train a small VGG-style CNN on builtin:digits (1,797 real handwritten digits)"
+cnngraph train --model small_cnn --data builtin:digits --test-fraction 0.2 --epochs "$EPOCHS" \
+  --lr 0.05 --seed 0 --out "$OUT/model.pt"
+
+step "2/6 map it into its multilayer network (one class network per digit)"
+cnngraph map --checkpoint "$OUT/model.pt" builtin:digits --images-per-class 64 --out "$OUT/$NAME.npz"
+cnngraph inspect "$OUT/$NAME.npz"
+
+step "3/6 load it into Neo4j"
+cnngraph load "$OUT/$NAME.npz" --name "$NAME" --replace
+
+step "4/6 degrees and entropy in Cypher"
+cnngraph score --model "$NAME" --out "$OUT/scores.csv"
+
+step "5/6 prune: keep the layers whose nodes score above gamma x mean(delta), fine-tune"
+cnngraph prune --model "$NAME" --checkpoint "$OUT/model.pt" --gamma "$GAMMA" --epochs 4 --out "$OUT/pruned"
+
+step "6/6 explore the graph"
+cnngraph browse --model "$NAME"
+echo "Outputs: $OUT (model.pt, $NAME.npz, scores.csv, pruned/report.json, pruned/*.png)"

@@ -1,0 +1,225 @@
+"""``cnngraph train``, ``prune`` and ``sweep`` through the CLI; node scores stubbed (no Neo4j)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from cnngraph.models import read_checkpoint
+from cnngraph.pruner.surgery import load_pruned
+from cnngraph.scores import NodeScores
+
+runner = CliRunner()
+
+# small_cnn on 8x8 images: convolutions at 8x8, 8x8, 4x4, 4x4, 2x2.
+SIZES = (8, 8, 4, 4, 2)
+LAYER_DELTA = (1.0, 0.0, 1.0, 0.0, 1.0)  # mean over all nodes < 1: layers 1 and 3 go at gamma 1
+
+
+def stub_scores(layers: int = 5) -> NodeScores:
+    parts = [np.indices((s, s)).reshape(2, -1) for s in SIZES[:layers]]
+    layer = np.concatenate([np.full(p.shape[1], k) for k, p in enumerate(parts)]).astype(np.int64)
+    i = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    j = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    delta = np.array(LAYER_DELTA, dtype=np.float64)[layer]
+    return NodeScores(layer, i, j, {"entropy": delta, "mean": 1.0 - delta}, model="stub")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 2
+    images = (rng.random((48, 8, 8)) * 60).astype(np.uint8)
+    images[labels == 1, :4] += 180
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, images=images, labels=labels, classes=np.array(["dark", "bright"]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cli_app: typer.Typer, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "model.pt"
+    args = ["train", "--model", "small_cnn", "--data", str(dataset), "--width", "0.25", "--epochs", "1"]
+    result = runner.invoke(cli_app, [*args, "--batch-size", "16", "--seed", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def scores(monkeypatch: pytest.MonkeyPatch) -> NodeScores:
+    stub = stub_scores()
+    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model: stub)
+    return stub
+
+
+def test_train_writes_spec_split_and_metrics(checkpoint: Path, dataset: Path) -> None:
+    state, info = read_checkpoint(checkpoint)
+    assert info["spec"]["source"] == "small_cnn" and info["spec"]["input_size"] == 8
+    assert info["spec"]["num_classes"] == 2 and info["spec"]["width"] == 0.25
+    assert info["data"] == {
+        "source": str(dataset),
+        "split": None,
+        "test_split": None,
+        "test_fraction": 0.2,
+        "seed": 1,
+    }
+    assert info["split"] == {"train_images": 38, "test_images": 10}
+    assert 0.0 <= info["metrics"]["accuracy"] <= 1.0 and info["metrics"]["parameters"] > 0
+    assert "features.0.weight" in state
+
+
+def test_train_json(cli_app: typer.Typer, dataset: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", str(dataset), "--width", "0.25", "--epochs", "1", "--json"]
+    result = runner.invoke(cli_app, [*args, "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["metrics"]["macs"] > 0 and doc["checkpoint"].endswith("m.pt")
+
+
+def test_dry_run_prints_selection(
+    cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["prune", "--model", "stub", "--checkpoint", str(checkpoint), "--dry-run", "--out", str(out)]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("removed") == 2 and result.stdout.count("kept") == 3
+    assert not out.exists()
+    result = runner.invoke(cli_app, [*args, "--json"])
+    doc = json.loads(result.stdout)
+    assert doc["removed"] == [1, 3]
+    assert doc["threshold"] == pytest.approx(np.mean(stub_scores().values["entropy"]))
+
+
+def test_prune_writes_everything(
+    cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [
+        "prune",
+        "--model",
+        "stub",
+        "--checkpoint",
+        str(checkpoint),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+    ]
+    result = runner.invoke(cli_app, [*args, "--strategy", "bridge", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert names == {"pruned.pt", "pruned.json", "report.json", "delta_heatmap.png", "layers.png"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
+    report = json.loads((out / "report.json").read_text())
+    assert [r["layer"] for r in report["removed"]] == [1, 3]
+    assert report["options"]["strategy"] == "bridge" and report["options"]["gamma"] == 1.0
+    assert report["pruned"]["parameters"] < report["original"]["parameters"]
+    keys = [r["key"] for r in report["comparison"]]
+    assert keys == ["accuracy", "precision", "recall", "parameters", "macs", "latency_ms", "epoch_seconds"]
+    assert json.loads(result.stdout)["files"]["report.json"].endswith("report.json")
+    model = load_pruned(out / "pruned.pt")
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 2)
+    assert (out / "delta_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prune_table_and_baseline(
+    cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_path: Path
+) -> None:
+    args = [
+        "prune",
+        "--model",
+        "stub",
+        "--checkpoint",
+        str(checkpoint),
+        "--epochs",
+        "0",
+        "--latency-repeats",
+        "3",
+    ]
+    result = runner.invoke(
+        cli_app, [*args, "--select", "random", "--seed", "3", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Original vs pruned" in result.stdout and "MACs / image" in result.stdout
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["selection"]["method"] == "random" and len(report["removed"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rule", "most"], "layer rule"),
+        (["--gamma", "-1"], "gamma"),
+        (["--stat", "mode"], "statistic"),
+        (["--aggregator", "max"], "aggregator"),
+        (["--strategy", "glue"], "strategy"),
+        (["--select", "magic"], "selection"),
+        (["--gamma", "5"], "every convolution"),
+    ],
+)
+def test_prune_bad_inputs(
+    cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    args = ["prune", "--model", "stub", "--checkpoint", str(checkpoint), "--out", str(out), *extra]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_prune_missing_checkpoint_and_wrong_graph(
+    cli_app: typer.Typer, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = runner.invoke(cli_app, ["prune", "--model", "x", "--checkpoint", str(tmp_path / "none.pt")])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model: stub_scores(3))
+    result = runner.invoke(cli_app, ["prune", "--model", "x", "--checkpoint", str(checkpoint), "--dry-run"])
+    assert result.exit_code == 2 and "has 3 layers" in result.stderr
+
+
+def test_train_bad_inputs(cli_app: typer.Typer, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    base = ["train", "--data", str(dataset), "--out", str(out)]
+    for extra, message in (
+        (["--test-fraction", "1.5"], "test fraction"),
+        (["--width", "0"], "--width"),
+        (["--epochs", "0"], "--epochs"),
+        (["--model", "resnet"], "unknown model"),
+    ):
+        result = runner.invoke(cli_app, [*base, *extra])
+        assert result.exit_code == 2, extra
+        assert message in result.stderr
+        assert not out.exists()
+    result = runner.invoke(cli_app, ["train", "--data", str(tmp_path / "nope.npz"), "--out", str(out)])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_sweep(cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_path: Path) -> None:
+    args = ["sweep", "--model", "stub", "--gamma-start", "0", "--gamma-stop", "2", "--gamma-step", "0.5"]
+    result = runner.invoke(cli_app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["gamma"] for r in rows] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    # 84 of 164 nodes score 1, the rest 0: mean 0.512. Up to gamma 1.5 (th 0.768) the zero layers
+    # 1 and 3 go; at gamma 2 (th 1.02) no node is selected and all five would go.
+    assert [r["layers_removed"] for r in rows] == [2, 2, 2, 2, 5]
+    assert rows[2]["removed"] == [1, 3]
+    out = tmp_path / "sweep"
+    more = ["--checkpoint", str(checkpoint), "--finetune-epochs", "1", "--out", str(out)]
+    result = runner.invoke(cli_app, [*args, *more])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [r["accuracy"] is not None for r in doc["rows"]] == [True, True, True, True, False]
+    assert len({r["accuracy"] for r in doc["rows"][:4]}) == 1  # one removal, fine-tuned once
+    assert (out / "sweep.png").is_file()
+    bad = runner.invoke(cli_app, ["sweep", "--model", "stub", "--gamma-step", "0"])
+    assert bad.exit_code == 2 and "gamma-step" in bad.stderr

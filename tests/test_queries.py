@@ -1,0 +1,190 @@
+"""Cypher degrees and scores equal the reference computation of the mapping (real server)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from test_loader import synthetic_network
+
+from cnngraph.errors import ConfigError, GraphNotFoundError, Neo4jError
+from cnngraph.loader.catalog import drop_model
+from cnngraph.loader.writer import load_network
+from cnngraph.mapping import reference
+from cnngraph.mapping.network import MultilayerNetwork
+from cnngraph.queries import QUERY_NAMES, cypher
+from cnngraph.queries.scoring import (
+    AGGREGATORS,
+    compute_degrees,
+    compute_scores,
+    fetch_scores,
+    layer_summary,
+    top_nodes,
+)
+from cnngraph.settings import Neo4jSettings
+
+# Weights are float32 values sent as float64, so Cypher sums the same numbers as numpy; only the
+# summation order differs.
+RTOL = 1e-9
+ATOL = 1e-12
+
+CASES = {
+    "two-layers": dict(shapes=[(6, 6), (6, 6)], classes=3, seed=11),
+    "vgg-like": dict(shapes=[(8, 8), (8, 8), (4, 4), (4, 4), (2, 2)], classes=4, seed=12),
+    "conv-negative": dict(shapes=[(6, 6), (3, 3), (3, 3)], classes=5, seed=13, response="conv"),
+    "zero-class": dict(shapes=[(6, 8), (6, 8), (3, 4)], classes=3, seed=14, zero_class=True),
+}
+
+
+@pytest.fixture(scope="module")
+def loaded(neo4j_driver: Any) -> Iterator[dict[str, tuple[str, MultilayerNetwork]]]:
+    """Every case loaded once under a unique model id; dropped at the end."""
+    out: dict[str, tuple[str, MultilayerNetwork]] = {}
+    try:
+        for case, kwargs in CASES.items():
+            net = synthetic_network(**kwargs)  # type: ignore[arg-type]
+            name = f"test-q-{case}-{uuid.uuid4().hex[:8]}"
+            load_network(neo4j_driver, net, name, batch_size=100)
+            out[case] = (name, net)
+        yield out
+    finally:
+        for name, _ in out.values():
+            drop_model(neo4j_driver, name)
+
+
+def _positions(net: MultilayerNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return net.topology.node_positions()
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("descriptor", ["mean", "median"])
+def test_degrees_equal_reference(neo4j_driver: Any, loaded: Any, case: str, descriptor: str) -> None:
+    name, net = loaded[case]
+    table = compute_degrees(neo4j_driver, name, descriptor)
+    expected = reference.degrees(net, descriptor)
+    layer, i, j = _positions(net)
+    np.testing.assert_array_equal(table.layer, layer)
+    np.testing.assert_array_equal(table.i, i)
+    np.testing.assert_array_equal(table.j, j)
+    assert table.indegree.shape == (net.num_classes, net.topology.num_nodes)
+    np.testing.assert_allclose(table.indegree, expected.indegree, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(table.outdegree, expected.outdegree, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(table.total, expected.total, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize("case", list(CASES))
+def test_scores_equal_reference(neo4j_driver: Any, loaded: Any, case: str) -> None:
+    name, net = loaded[case]
+    scores = compute_scores(neo4j_driver, name)
+    assert scores.descriptor == "mean" and scores.model == name
+    assert scores.layer_names == tuple(layer.name for layer in net.layers)
+    total = reference.degrees(net, "mean").total
+    absolute = net.options["response"] == "conv"
+    for aggregator in AGGREGATORS:
+        expected = reference.score(total, aggregator, absolute=absolute)
+        np.testing.assert_allclose(scores.get(aggregator), expected, rtol=RTOL, atol=ATOL)
+    stored = fetch_scores(neo4j_driver, name)
+    for aggregator in AGGREGATORS:
+        np.testing.assert_array_equal(stored.get(aggregator), scores.get(aggregator))
+    np.testing.assert_array_equal(stored.layer, scores.layer)
+    # Size labels D0..D4 for the Browser style: the fifth of [0, ln t] that delta falls in.
+    records, _, _ = neo4j_driver.execute_query(
+        "MATCH (p:Position {model: $m}) RETURN p.nid AS nid, [x IN labels(p) WHERE x STARTS WITH 'D'] AS d "
+        "ORDER BY nid",
+        m=name,
+    )
+    fifths = np.minimum(4, np.floor(5 * scores.get("entropy") / np.log(net.num_classes))).astype(int)
+    assert [r["d"] for r in records] == [[f"D{f}"] for f in fifths]
+
+
+@pytest.mark.neo4j
+def test_special_cases_by_hand(neo4j_driver: Any, loaded: Any) -> None:
+    name, net = loaded["zero-class"]
+    scores = compute_scores(neo4j_driver, name, "median")
+    # Layer-0 nodes that feed the zeroed node of layer 1 have degree 0 in every class: delta = 0.
+    dead = np.flatnonzero(net.topology.weight_node == net.topology.node_offsets[1])
+    assert dead.size > 0
+    assert np.all(scores.get("entropy")[dead] == 0.0) and np.all(scores.get("mean")[dead] == 0.0)
+    # Class 0 is all zeros, so at most t-1 = 2 classes share each node: entropy <= ln 2.
+    assert scores.get("entropy").max() <= np.log(2) + 1e-12
+    assert scores.get("entropy").max() > 0.5
+    name, net = loaded["conv-negative"]
+    assert (net.node_values["mean"] < 0).any()
+    assert (compute_scores(neo4j_driver, name).get("mean") >= 0).all()  # |d^h| under response=conv
+
+
+@pytest.mark.neo4j
+def test_summary_and_top_nodes(neo4j_driver: Any, loaded: Any) -> None:
+    name, net = loaded["vgg-like"]
+    scores = compute_scores(neo4j_driver, name)
+    summary = layer_summary(neo4j_driver, name)
+    assert [row["layer"] for row in summary] == list(range(len(net.layers)))
+    assert [row["nodes"] for row in summary] == [layer.nodes for layer in net.layers]
+    delta = scores.get("entropy")
+    for row in summary:
+        in_layer = delta[scores.layer == row["layer"]]
+        assert row["name"] == f"conv{row['layer']}"
+        assert row["mean_delta"] == pytest.approx(in_layer.mean(), rel=1e-9)
+        assert row["max_delta"] == pytest.approx(in_layer.max(), rel=1e-12)
+    top = top_nodes(neo4j_driver, name, k=5)
+    assert [row["delta"] for row in top] == pytest.approx(np.sort(delta)[::-1][:5].tolist(), rel=1e-12)
+
+
+@pytest.mark.neo4j
+def test_neighbourhood_query(neo4j_driver: Any, loaded: Any) -> None:
+    name, _ = loaded["two-layers"]
+    records, _, _ = neo4j_driver.execute_query(
+        cypher("neighbourhood"), model=name, layer=0, i=2, j=3, **{"class": 1}
+    )
+    # An interior node of a 6x6 'same' 3x3 layer feeds the 9 positions around it.
+    assert len(records) == 9
+    assert all(r["path"].relationships[0]["class"] == 1 for r in records)
+
+
+@pytest.mark.neo4j
+def test_errors(neo4j_driver: Any, loaded: Any, neo4j_settings: Neo4jSettings) -> None:
+    with pytest.raises(GraphNotFoundError, match="model 'nope' is not loaded"):
+        compute_scores(neo4j_driver, "nope")
+    with pytest.raises(GraphNotFoundError, match="model 'nope' is not loaded"):
+        fetch_scores(neo4j_driver, "nope")
+    name, _ = loaded["two-layers"]
+    with pytest.raises(ConfigError, match="unknown descriptor 'max'"):
+        compute_degrees(neo4j_driver, name, "max")
+    with pytest.raises(ConfigError, match="unknown descriptor"):
+        compute_scores(neo4j_driver, name, "mean}) DETACH DELETE p //")
+
+
+@pytest.mark.neo4j
+def test_fetch_before_score(neo4j_driver: Any) -> None:
+    net = synthetic_network([(4, 4), (4, 4)], classes=2)
+    name = f"test-q-unscored-{uuid.uuid4().hex[:8]}"
+    try:
+        load_network(neo4j_driver, net, name)
+        with pytest.raises(Neo4jError, match="run 'cnngraph score --model"):
+            fetch_scores(neo4j_driver, name)
+    finally:
+        drop_model(neo4j_driver, name)
+
+
+@pytest.mark.neo4j
+def test_wrong_password(neo4j_settings: Neo4jSettings) -> None:
+    from cnngraph.loader.connection import connect
+
+    if not neo4j_settings.password:
+        pytest.skip("the test server runs without auth")
+    bad = Neo4jSettings(uri=neo4j_settings.uri, password=neo4j_settings.password + "x")
+    with pytest.raises(Neo4jError, match="refused user 'neo4j': wrong or missing password"):
+        connect(bad)
+
+
+def test_every_query_is_shipped_and_parameterised() -> None:
+    for name in QUERY_NAMES:
+        text = cypher(name)
+        assert "$model" in text, name
+        assert text.lstrip().startswith("//"), f"{name}.cypher starts with an explanation"
+    assert "r[$descriptor]" in cypher("scores") and "IN TRANSACTIONS" in cypher("scores")

@@ -1,0 +1,131 @@
+"""Training, evaluation metrics and cost measurement, on tiny models and hand examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnngraph.datasets import ImageDataset
+from cnngraph.errors import ConfigError, DataError
+from cnngraph.models import ModelSpec, build_model
+from cnngraph.pruner.metrics import (
+    Cost,
+    Metrics,
+    Summary,
+    compare,
+    confusion_matrix,
+    count_macs,
+    evaluate,
+    measure,
+    scores_from_confusion,
+)
+from cnngraph.pruner.surgery import remove_convolutions
+from cnngraph.pruner.training import train
+
+
+def tiny_data(n: int = 40, classes: int = 2, seed: int = 0) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.rand(n, 1, 8, 8, generator=g) * 0.2
+    images[labels == 1, :, :4] += 0.8  # class 1 is bright on top: learnable
+    return ImageDataset(images, labels, [str(c) for c in range(classes)], "tiny")
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelSpec("small_cnn", num_classes=2, in_channels=1, input_size=8, width=0.25))
+
+
+def test_pruned_model_trains_a_step() -> None:
+    model = tiny_model().eval()
+    pruned = remove_convolutions(model, torch.zeros(1, 1, 8, 8), [1, 4]).module
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    history = train(pruned, tiny_data(16), epochs=1, batch_size=16, lr=0.05, seed=0)
+    (epoch,) = history.epochs
+    assert np.isfinite(epoch.loss) and epoch.seconds > 0
+    after = pruned.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert "classifier.0.weight" in changed  # the re-initialised Linear learns
+    assert "features.0.weight" in changed  # and the kept trained convolution too
+
+
+def test_training_is_seeded_and_leaves_global_rng_alone() -> None:
+    data = tiny_data()
+    a, b = tiny_model(), tiny_model()
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    ha = train(a, data, 2, 8, 0.05, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    hb = train(b, data, 2, 8, 0.05, seed=7)
+    assert [e.loss for e in ha.epochs] == [e.loss for e in hb.epochs]
+    for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(va, vb), ka
+    assert len(ha.epochs) == 2 and ha.mean_epoch_seconds > 0
+
+
+def test_training_learns_the_tiny_task() -> None:
+    data = tiny_data(40)
+    model = tiny_model()
+    train(model, data, 4, 8, 0.05, seed=0, optimizer="adam")
+    assert evaluate(model, data).accuracy >= 0.9
+
+
+def test_bad_training_options() -> None:
+    with pytest.raises(ConfigError, match="batch size"):
+        train(tiny_model(), tiny_data(), 1, batch_size=0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        train(tiny_model(), tiny_data(), 1, optimizer="lbfgs")
+    with pytest.raises(DataError, match="empty"):
+        train(tiny_model(), tiny_data().subset(np.array([], dtype=np.int64)), 1)
+
+
+def test_metrics_on_a_hand_confusion() -> None:
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 1, 1])  # class 2 never predicted
+    c = confusion_matrix(y, p, 3)
+    assert c.tolist() == [[2, 1, 0], [0, 2, 0], [0, 1, 0]]
+    acc, prec, rec = scores_from_confusion(c)
+    assert acc == pytest.approx(4 / 6)
+    # precision: class 0 2/2, class 1 2/4, class 2 never predicted -> 0
+    assert prec == pytest.approx((1 + 0.5 + 0) / 3)
+    # recall: 2/3, 2/2, 0/1
+    assert rec == pytest.approx((2 / 3 + 1 + 0) / 3)
+    from sklearn.metrics import precision_score, recall_score
+
+    assert prec == pytest.approx(precision_score(y, p, average="macro", zero_division=0))
+    assert rec == pytest.approx(recall_score(y, p, average="macro", zero_division=0))
+
+
+def test_evaluate_uses_the_model() -> None:
+    class Fixed(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # predicts class 1 when the top half is bright
+            score = x[:, 0, :4].mean(dim=(1, 2)) - 0.5
+            return torch.stack([-score, score], dim=1)
+
+    m = evaluate(Fixed(), tiny_data())
+    assert (m.accuracy, m.precision, m.recall) == (1.0, 1.0, 1.0)
+    assert m.confusion.tolist() == [[20, 0], [0, 20]]
+
+
+def test_measure_counts_parameters_and_macs() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    # conv: 2 filters x 16 positions x 9 taps; linear: 32 x 3
+    assert count_macs(model, (1, 4, 4)) == 2 * 16 * 9 + 32 * 3
+    cost = measure(model, (1, 4, 4), repeats=3)
+    assert cost.parameters == (2 * 9 + 2) + (32 * 3 + 3)
+    assert cost.latency_ms > 0 and cost.repeats == 3
+
+
+def test_compare_relative_change() -> None:
+    conf = np.eye(2, dtype=np.int64)
+    a = Summary(Metrics(0.8, 0.8, 0.8, conf), Cost(1000, 500, 2.0, 3), 4.0)
+    b = Summary(Metrics(0.9, 0.8, 0.4, conf), Cost(250, 500, 1.0, 3), 1.0)
+    rows = {r.key: r for r in compare(a, b)}
+    assert rows["accuracy"].change_pct == pytest.approx(12.5)
+    assert rows["recall"].change_pct == pytest.approx(-50.0)
+    assert rows["parameters"].change_pct == pytest.approx(-75.0)
+    assert rows["macs"].change_pct == 0.0
+    assert rows["epoch_seconds"].change_pct == pytest.approx(-75.0)
