@@ -388,10 +388,31 @@ def parse_args() -> argparse.Namespace:
         "--work-dir", default=str(CACHE / "experiments"), help="baseline checkpoints (outside the repo)"
     )
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs of an earlier invocation with the same budgets (adds comparisons only)",
+    )
     p.add_argument("--dry-run", action="store_true", help="stop after the delta table and the gamma sweep")
     args = p.parse_args()
     args.name = args.name or f"exp-{args.dataset}"
     return args
+
+
+SAME_BUDGET = (
+    "dataset", "width", "train_size", "test_size", "epochs", "lr", "ft_epochs", "ft_lr", "ft_size",
+    "batch_size", "seed", "images_per_class", "threshold_stat", "strategy",
+)  # fmt: skip
+
+
+def previous_runs(path: Path, config: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Runs of an earlier invocation with the same budgets, keyed by (method, removed, seed)."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if any(old["config"].get(k) != config.get(k) for k in SAME_BUDGET):
+        raise SystemExit(f"{path} was made with other budgets; run without --resume")
+    return {(r["method"], tuple(r["removed"]), r.get("seed")): r for r in old["runs"]}
 
 
 def log(msg: str) -> None:
@@ -443,6 +464,7 @@ def main() -> None:
         sel = select_layers(scores, g, threshold_stat=args.threshold_stat)
         log(f"gamma {g}: removes {len(sel.removed)} {list(sel.removed)}")
     json_path = out / f"{args.dataset}.json"
+    previous = previous_runs(json_path, result["config"]) if args.resume else {}
     write_json(json_path, result)
     plot_sweep(result, out / f"{args.dataset}_sweep.png")
     if args.dry_run:
@@ -461,7 +483,15 @@ def main() -> None:
         log(f"{run['method']:<12} removed {run['layers_removed']:>2} acc {100 * run['accuracy']:.2f}% "
             f"params {run['parameters']:,} finetune {run['finetune_s']:.0f}s")  # fmt: skip
 
-    record(run_one(args, model, ft_data, test_data, "control", (), {}))
+    def job(method: str, removed: tuple[int, ...], extra: dict[str, Any]) -> None:
+        key = (method, tuple(removed), extra.get("seed"))
+        if key in previous:
+            result["runs"].append(previous[key])
+            log(f"{method:<12} removed {len(removed):>2}: reused from the previous run")
+            return
+        record(run_one(args, model, ft_data, test_data, method, removed, extra))
+
+    job("control", (), {})
     by_n: dict[int, tuple[int, ...]] = {}
     for g in gammas:
         sel = select_layers(scores, g, threshold_stat=args.threshold_stat)
@@ -469,18 +499,18 @@ def main() -> None:
             log(f"gamma {g} removes every convolution; skipped")
             continue
         by_n.setdefault(len(sel.removed), sel.removed)
-        record(run_one(args, model, ft_data, test_data, "entropy", sel.removed, {"gamma": g}))
+        job("entropy", sel.removed, {"gamma": g})
     names = tuple(conv_names(model))
     for n in args.compare_at if args.compare_at is not None else sorted(by_n):
         if n == 0 or n >= scores.num_layers:
             continue
         for seed in range(args.random_seeds):
             sel = random_layers(scores.num_layers, n, seed, names)
-            record(run_one(args, model, ft_data, test_data, "random", sel.removed, {"seed": seed}))
+            job("random", sel.removed, {"seed": seed})
         sel = mean_selection(scores, n, args.threshold_stat)
-        record(run_one(args, model, ft_data, test_data, "mean", sel.removed, {"gamma": sel.options["gamma"]}))
+        job("mean", sel.removed, {"gamma": sel.options["gamma"]})
         sel = weight_norm_layers(model, n)
-        record(run_one(args, model, ft_data, test_data, "weight-norm", sel.removed, {}))
+        job("weight-norm", sel.removed, {})
     log(f"done in {time.perf_counter() - started:.0f} s")
 
 

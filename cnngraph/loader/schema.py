@@ -48,13 +48,16 @@ SET p.model = $model, p.layer = $layer[k], p.i = $i[k], p.j = $j[k], p.nid = $ni
 """
 
 # One MATCH pair per arc, then its t class relationships; weights are [arc, class] row-major.
+# The seek hints are needed: without them Neo4j 5.26 may plan a full index scan per arc (30M db
+# hits for 5,000 arcs), depending on its statistics; the per-row subquery avoids an Eager.
 CREATE_ARCS = """
 UNWIND range(0, size($src) - 1) AS k
-WITH k, $src[k] AS src, $dst[k] AS dst
-MATCH (a:Position {model: $model, nid: src})
-MATCH (b:Position {model: $model, nid: dst})
-UNWIND range(0, $classes - 1) AS h
-CREATE (a)-[:ARC {class: h, mean: $w_mean[k * $classes + h], median: $w_median[k * $classes + h]}]->(b)
+CALL (k) {
+  MATCH (a:Position {model: $model, nid: $src[k]}) USING INDEX SEEK a:Position(model, nid)
+  MATCH (b:Position {model: $model, nid: $dst[k]}) USING INDEX SEEK b:Position(model, nid)
+  UNWIND range(0, $classes - 1) AS h
+  CREATE (a)-[:ARC {class: h, mean: $w_mean[k * $classes + h], median: $w_median[k * $classes + h]}]->(b)
+}
 """
 
 ADVANCE_NODES = "MATCH (m:Model {id: $model}) SET m.nodes_loaded = $loaded"
