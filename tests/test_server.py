@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnngraph.errors import ConfigError, Neo4jError, ServerError
+from cnngraph.loader.catalog import list_models
 from cnngraph.loader.connection import connect
 from cnngraph.server import local
 from cnngraph.settings import Neo4jSettings
@@ -102,6 +103,7 @@ def test_cli_start_status_stop_leaves_no_process(cli_app, tmp_path: Path) -> Non
     result = runner.invoke(cli_app, ["server", "start", *args])
     assert result.exit_code == 0, result.output
     pid = int((tmp_path / "neo4j.pid").read_text())
+    survivor = connect(Neo4jSettings(uri=f"bolt://127.0.0.1:{bolt}"))
     try:
         with connect(Neo4jSettings(uri=f"neo4j://127.0.0.1:{bolt}")) as driver:
             records, _, _ = driver.execute_query("RETURN 1 AS one")
@@ -118,3 +120,7 @@ def test_cli_start_status_stop_leaves_no_process(cli_app, tmp_path: Path) -> Non
     assert f"pid {pid}" in stopped.output
     assert not local.process_alive(pid)
     assert not (tmp_path / "neo4j.pid").exists()
+    # A driver that outlives its server gets one clear error, not a driver traceback.
+    with pytest.raises(Neo4jError, match="cannot reach Neo4j"):
+        list_models(survivor)
+    survivor.close()
