@@ -276,3 +276,16 @@ def test_save_load_round_trip(tmp_path: Path, strategy: str) -> None:
     js.unlink()  # the recipe inside the checkpoint is enough too
     with torch.no_grad():
         assert torch.equal(load_pruned(pt)(x), pruned.module(x))
+
+
+def test_reinitialised_layers_are_seeded() -> None:
+    """The same removal with the same seed gives the same new weights; another seed does not."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small_cnn", in_channels=1, input_size=16))
+    x = torch.zeros(1, 1, 16, 16)
+    a = remove_convolutions(model, x, [0], "reinit", seed=3).module.state_dict()
+    b = remove_convolutions(model, x, [0], "reinit", seed=3).module.state_dict()
+    c = remove_convolutions(model, x, [0], "reinit", seed=4).module.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)

@@ -8,7 +8,7 @@ is resumed from there when the mapping is the same (same checksum), and replaced
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,13 +144,20 @@ def _write_positions(
     progress: Progress | None,
 ) -> None:
     total = network.topology.num_nodes
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        for start in range(done, total, NODE_BATCH):
-            stop = min(total, start + NODE_BATCH)
-            batch = rows.position_batch(network, start, stop)
-            session.execute_write(_batch_tx, schema.CREATE_POSITIONS, schema.ADVANCE_NODES, name, batch, stop)
-            if progress is not None:
-                progress("nodes", stop, total)
+    batches = (
+        (stop, rows.position_batch(network, start, stop)) for start, stop in _spans(done, total, NODE_BATCH)
+    )
+    _write_batches(
+        driver,
+        database,
+        schema.CREATE_POSITIONS,
+        schema.ADVANCE_NODES,
+        name,
+        batches,
+        "nodes",
+        total,
+        progress,
+    )
 
 
 def _write_arcs(
@@ -165,13 +172,37 @@ def _write_arcs(
     total = network.topology.num_arcs
     if progress is not None:
         progress("arcs", done, total)
+    batches = (
+        (stop, rows.arc_batch(network, start, stop)) for start, stop in _spans(done, total, batch_size)
+    )
+    _write_batches(
+        driver, database, schema.CREATE_ARCS, schema.ADVANCE_ARCS, name, batches, "arcs", total, progress
+    )
+
+
+def _spans(done: int, total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of the batches that remain after the first ``done`` items."""
+    for start in range(done, total, size):
+        yield start, min(total, start + size)
+
+
+def _write_batches(
+    driver: Driver,
+    database: str | None,
+    write: str,
+    advance: str,
+    name: str,
+    batches: Iterator[tuple[int, dict[str, Any]]],
+    phase: str,
+    total: int,
+    progress: Progress | None,
+) -> None:
+    """Send each batch with its progress counter in one transaction; built lazily, one at a time."""
     with neo4j_errors(driver), quiet_session(driver, database) as session:
-        for start in range(done, total, batch_size):
-            stop = min(total, start + batch_size)
-            batch = rows.arc_batch(network, start, stop)
-            session.execute_write(_batch_tx, schema.CREATE_ARCS, schema.ADVANCE_ARCS, name, batch, stop)
+        for stop, batch in batches:
+            session.execute_write(_batch_tx, write, advance, name, batch, stop)
             if progress is not None:
-                progress("arcs", stop, total)
+                progress(phase, stop, total)
 
 
 def _batch_tx(

@@ -146,7 +146,7 @@ def prune_model(
     _check_selection(selection)
     shape = (1, *test_data.input_shape)
     model.eval()
-    pruned = remove_convolutions(model, torch.zeros(shape), selection.removed, options.strategy)
+    pruned = remove_convolutions(model, torch.zeros(shape), selection.removed, options.strategy, options.seed)
     original = summarise(model, test_data, train_data, options, epoch_seconds=None)
     history = train(
         pruned.module, train_data, options.epochs, options.batch_size, options.lr, options.seed,

@@ -118,9 +118,25 @@ def conv_names(model: nn.Module) -> list[str]:
 
 
 def remove_convolutions(
-    model: nn.Module, example_input: torch.Tensor, remove: Sequence[int], strategy: str = "reinit"
+    model: nn.Module,
+    example_input: torch.Tensor,
+    remove: Sequence[int],
+    strategy: str = "reinit",
+    seed: int = 0,
 ) -> PrunedModel:
-    """A copy of ``model`` without the convolutional blocks ``remove`` (see the module docstring)."""
+    """A copy of ``model`` without the convolutional blocks ``remove`` (see the module docstring).
+
+    New layers (re-initialised consumers, bridges) are initialised from ``seed``, so the same
+    call gives the same model; the global random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _remove_convolutions(model, example_input, remove, strategy)
+
+
+def _remove_convolutions(
+    model: nn.Module, example_input: torch.Tensor, remove: Sequence[int], strategy: str
+) -> PrunedModel:
     if strategy not in STRATEGIES:
         raise PruningError(f"unknown strategy '{strategy}'; use one of {', '.join(STRATEGIES)}")
     was_training = model.training

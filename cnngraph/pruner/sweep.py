@@ -92,7 +92,7 @@ def _accuracy(
 ) -> float:  # fmt: skip
     if removed:
         example = torch.zeros((1, *test_data.input_shape))
-        net: nn.Module = remove_convolutions(model, example, removed, options.strategy).module
+        net: nn.Module = remove_convolutions(model, example, removed, options.strategy, options.seed).module
         train(net, train_data, epochs, options.batch_size, options.lr, options.seed, options.device)
     else:
         net = model
