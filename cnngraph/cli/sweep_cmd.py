@@ -87,10 +87,16 @@ def sweep_cmd(
     table = Table(title=f"gamma sweep of '{model}' ({aggregator}, {stat}, rule {rule})")
     for name in ("gamma", "threshold", "layers removed", "removed", "accuracy"):
         table.add_column(name, justify="left" if name == "removed" else "right")
+    layers = scores.num_layers
     for r in rows:
         acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
         th = "-" if r.threshold is None else f"{r.threshold:.5g}"
-        table.add_row(f"{r.gamma:g}", th, str(len(r.removed)), ",".join(f"c{k}" for k in r.removed), acc)
+        removed = (
+            "every layer (prune refuses)"
+            if len(r.removed) == layers
+            else ",".join(f"c{k}" for k in r.removed)
+        )
+        table.add_row(f"{r.gamma:g}", th, str(len(r.removed)), removed, acc)
     console.print(table)
     if out is not None:
         console.print(f"wrote [bold]{out / 'sweep.json'}[/] and [bold]{out / 'sweep.png'}[/]")
