@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +24,13 @@ from cnngraph.errors import CnnGraphError
 from cnngraph.settings import Neo4jSettings
 
 console = Console()
+
+GraphModel = Annotated[
+    str,
+    typer.Option(
+        "--model", help="Model id in Neo4j, as 'cnngraph load' named it and 'cnngraph models' lists it."
+    ),
+]
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])

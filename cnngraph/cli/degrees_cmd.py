@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
 from cnngraph.queries.scoring import DegreeTable, compute_degrees
 
 HEADER = "layer,i,j,class,in,out,total"
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def degrees(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Model id, as 'cnngraph models' lists it.")],
+    model: GraphModel,
     out: Annotated[Path, typer.Option("--out", help="CSV file to write: one row per node and class.")],
     descriptor: Annotated[str, typer.Option("--descriptor", help="Arc weight: mean or median.")] = "mean",
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
 from cnngraph.errors import GraphNotFoundError
 from cnngraph.queries.scoring import drop_model
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def drop(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Model id, as 'cnngraph models' lists it.")],
+    model: GraphModel,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a model: its positions, arcs, layers, classes and the model node."""

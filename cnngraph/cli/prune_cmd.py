@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
 from cnngraph.cli.train_cmd import training_progress
 from cnngraph.errors import ConfigError, GraphNotFoundError, Neo4jError
 
@@ -97,9 +97,7 @@ def comparison_table(rows: list[Any]) -> Table:
 @handle_errors
 def prune_cmd(
     ctx: typer.Context,
-    model: Annotated[
-        str, typer.Option("--model", help="Graph model id in Neo4j (as loaded by 'cnngraph load').")
-    ],
+    model: GraphModel,
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint written by 'cnngraph train'.")],
     data: Annotated[
         str | None,

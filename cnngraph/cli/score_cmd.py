@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
 from cnngraph.cli.degrees_cmd import write_csv
 from cnngraph.queries.scoring import AGGREGATORS, compute_scores, layer_summary
 from cnngraph.scores import NodeScores
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def score(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Model id, as 'cnngraph models' lists it.")],
+    model: GraphModel,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="CSV file: one row per node (layer,i,j,delta,...).", show_default=False),

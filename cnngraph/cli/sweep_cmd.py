@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cnngraph.cli import prune_cmd
-from cnngraph.cli.common import console, handle_errors
+from cnngraph.cli.common import GraphModel, console, handle_errors
 from cnngraph.cli.prune_cmd import AggregatorOpt, RuleOpt, StatOpt, load_trained
 from cnngraph.cli.train_cmd import training_progress
 from cnngraph.errors import ConfigError
@@ -18,7 +18,7 @@ from cnngraph.errors import ConfigError
 @handle_errors
 def sweep_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Graph model id in Neo4j.")],
+    model: GraphModel,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
