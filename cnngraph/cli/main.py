@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -48,6 +49,8 @@ def root(
     ] = None,
 ) -> None:
     """Neo4j settings shared by every command that talks to the database."""
+    # The driver logs connection failures itself; the commands already say them in one line.
+    logging.getLogger("neo4j").setLevel(logging.CRITICAL)
     ctx.obj = Neo4jSettings(uri=uri, user=user, password=password or None, database=database or None)
 
 

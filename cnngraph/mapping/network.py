@@ -192,7 +192,7 @@ class MultilayerNetwork:
                 arrays = {k: data[k] for k in data.files if k != "meta"}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise MappingFileError(
-                f"'{path}' is not a cnngraph mapping file ({e}); create one with 'cnngraph map'"
+                f"'{path}' is not a cnngraph mapping file; create one with 'cnngraph map'"
             ) from e
         if meta.get("format_version") != FORMAT_VERSION:
             raise MappingFileError(
