@@ -16,7 +16,7 @@ from cnngraph.loader.writer import load_network
 from cnngraph.queries import QUERY_NAMES, cypher, style_path
 from cnngraph.queries.scoring import compute_scores
 
-GRAPH_MD = Path(__file__).resolve().parents[1] / "docs" / "GRAPH.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_arc_statement_is_one_match_pair_per_arc() -> None:
@@ -101,7 +101,7 @@ def test_style_sheet_styles_layers_sizes_and_arcs() -> None:
 
 @pytest.mark.neo4j
 def test_documented_browser_queries_run(neo4j_driver: Any) -> None:
-    blocks = re.findall(r"```cypher\n(.*?)```", GRAPH_MD.read_text(), flags=re.S)
+    blocks = re.findall(r"```cypher\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) == 5
     net = synthetic_network([(6, 6), (6, 6)], classes=3)
     model = f"test-doc-{uuid.uuid4().hex[:8]}"
