@@ -5,7 +5,15 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-QUERY_NAMES = ("degrees", "scores", "stored_scores", "layer_summary", "top_nodes", "neighbourhood")
+QUERY_NAMES = (
+    "degrees",
+    "scores",
+    "size_labels",
+    "stored_scores",
+    "layer_summary",
+    "top_nodes",
+    "neighbourhood",
+)
 
 
 @cache

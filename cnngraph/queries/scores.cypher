@@ -4,8 +4,7 @@
 //   entropy       = -sum_h p[h] ln p[h]   (terms with p[h] = 0 add 0; 0 when sum(d) = 0)
 //   mean          = sum(d) / t
 //   participation = t / (t - 1) * (1 - sum_h p[h]^2)
-// delta = entropy. Each node also gets one label D0..D4, the fifth of [0, ln t] its entropy falls
-// in, so the Browser style (style.grass) can size nodes by delta.
+// delta = entropy. size_labels.cypher then gives each node a label D0..D4 for the Browser style.
 // Writes run in batches, so run this as its own query (in Neo4j Browser prefix it with :auto).
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'
@@ -28,12 +27,8 @@ CALL (p, t, absolute) {
          ELSE t / (t - 1.0) * (1.0 - reduce(s = 0.0, x IN d | s + (x / total) ^ 2))
     END AS participation
 }
-WITH p, entropy, mean, participation,
-     CASE WHEN t < 2 THEN 0 ELSE toInteger(floor(5.0 * entropy / log(t))) END AS fifth
-CALL (p, entropy, mean, participation, fifth) {
-  REMOVE p:D0:D1:D2:D3:D4
+CALL (p, entropy, mean, participation) {
   SET p.delta = entropy, p.delta_entropy = entropy, p.delta_mean = mean,
-      p.delta_participation = participation, p.delta_descriptor = $descriptor,
-      p:$("D" + toString(CASE WHEN fifth > 4 THEN 4 ELSE fifth END))
+      p.delta_participation = participation, p.delta_descriptor = $descriptor
 } IN TRANSACTIONS OF 10000 ROWS
 RETURN p.nid AS nid, p.layer AS layer, p.i AS i, p.j AS j, entropy, mean, participation

@@ -91,6 +91,7 @@ def compute_scores(
     with neo4j_errors(driver), quiet_session(driver, database) as session:
         session.run(START_SCORING, model=model).consume()
         records = list(session.run(cypher("scores"), model=model, descriptor=descriptor))
+        session.run(cypher("size_labels"), model=model).consume()
         session.run(FINISH_SCORING, model=model, descriptor=descriptor).consume()
     return _node_scores(driver, model, descriptor, records, database)
 
