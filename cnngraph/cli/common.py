@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,11 +90,5 @@ def progress(transient: bool = False) -> Progress:
         TextColumn("{task.fields[rate]}"),
         console=err_console,
         transient=transient,
-        disable=not sys.stderr.isatty() and not _force_progress(),
+        disable=not sys.stderr.isatty() and os.environ.get("CNNGRAPH_PROGRESS", "") != "1",
     )
-
-
-def _force_progress() -> bool:
-    import os
-
-    return os.environ.get("CNNGRAPH_PROGRESS", "") == "1"
