@@ -1,4 +1,4 @@
-"""Benchmark of the mapping stage (issue 3); prints result tables.
+"""Benchmark of the mapping stage (issues 3 and 9); prints result tables.
 
 1. Geometry of VGG16 at 224x224 (137,788 nodes, 1,221,960 arcs per class): time of
    ``build_topology`` (the model is traced once beforehand, timed apart), then the weights of 10
@@ -8,8 +8,12 @@
    per (target, source) check is extrapolated to every pair of the network.
 2. Mapping a VGG16-BN (width 1, 32x32 inputs) with 10 classes x 64 images of random data:
    wall time of ``map_model`` against the time of the same forward passes without hooks.
+3. Branching geometry: torchvision ``resnet50`` at 224x224 (random weights): the feeds relation
+   and ``assemble_topology`` on the traced graph (the trace, whose shape propagation is one
+   forward pass, timed apart), nodes, arcs and layer pairs.
+4. Mapping torchvision ``resnet18`` at 64x64 with 10 classes x 64 images, as in 2.
 
-    .venv/bin/python bench/bench_mapping.py [--part geometry|mapping|all]
+    .venv/bin/python bench/bench_mapping.py [--part geometry|mapping|resnet50|resnet18|all]
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cnngraph.datasets import ImageDataset
-from cnngraph.mapping import geometry as geo
 from cnngraph.mapping import map_model
+from cnngraph.mapping.feeds import Feed, find_feeds
 from cnngraph.mapping.network import LayerInfo, MultilayerNetwork, Topology
 from cnngraph.mapping.reference import degrees
-from cnngraph.mapping.topology import build_topology
-from cnngraph.mapping.trace import PoolOp, trace_model
+from cnngraph.mapping.topology import assemble_topology
+from cnngraph.mapping.trace import trace_model
 from cnngraph.models import ModelSpec, build_model
 
 console = Console()
@@ -48,19 +52,18 @@ def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
     return best, result
 
 
-def naive_pair(source: LayerInfo, target: LayerInfo, link: tuple[PoolOp, ...]) -> int:
-    """For each target node, scan every source node and keep those inside its window."""
-    rows = [op.rows for op in link]
-    cols = [op.cols for op in link]
-    conv_r = geo.AxisConv(target.kernel[0], target.stride[0], target.padding[0], target.dilation[0])
-    conv_c = geo.AxisConv(target.kernel[1], target.stride[1], target.padding[1], target.dilation[1])
-    lo_r, hi_r = geo.windows(conv_r, target.height, source.height, rows)
-    lo_c, hi_c = geo.windows(conv_c, target.width, source.width, cols)
+def naive_pair(source: LayerInfo, target: LayerInfo, feed: Feed) -> int:
+    """For each target node, scan every source node and keep those its window reads."""
+    (path,) = feed.paths
+    read_rows = np.zeros((target.height, source.height), dtype=bool)
+    read_rows[path.rows.target, path.rows.source] = True
+    read_cols = np.zeros((target.width, source.width), dtype=bool)
+    read_cols[path.cols.target, path.cols.source] = True
     src_i, src_j = np.divmod(np.arange(source.nodes), source.width)  # the source node list
     arcs = 0
     for v in range(target.nodes):
         p, q = divmod(v, target.width)
-        inside = (src_i >= lo_r[p]) & (src_i <= hi_r[p]) & (src_j >= lo_c[q]) & (src_j <= hi_c[q])
+        inside = read_rows[p][src_i] & read_cols[q][src_j]
         arcs += int(np.count_nonzero(inside))
     return arcs
 
@@ -70,11 +73,11 @@ def bench_geometry() -> None:
     start = time.perf_counter()
     traced = trace_model(model, (3, 224, 224))
     trace_s = time.perf_counter() - start
-    layers, links = traced.layers, traced.links
+    layers, feeds = traced.layers, traced.feeds
     del model
 
     tracemalloc.start()
-    topo_s, topo = timed(lambda: build_topology(layers, links))
+    topo_s, topo = timed(lambda: assemble_topology(layers, feeds))
     _, topo_peak = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
     assert isinstance(topo, Topology)
@@ -87,16 +90,16 @@ def bench_geometry() -> None:
     tracemalloc.stop()
 
     # Naive baseline measured on two big pairs (224 -> 112 through a pool, 112 -> 112 'same').
-    sample = [k for k in range(len(links)) if layers[k + 1].height == 112][:2]
+    sample = [k for k in range(len(feeds)) if layers[k + 1].height == 112][:2]
     checks = naive_s = 0.0
     for k in sample:
         start = time.perf_counter()
-        count = naive_pair(layers[k], layers[k + 1], links[k])
+        count = naive_pair(layers[k], layers[k + 1], feeds[k])
         naive_s += time.perf_counter() - start
         checks += layers[k].nodes * layers[k + 1].nodes
         assert count == int(topo.arc_offsets[k + 1] - topo.arc_offsets[k])
     per_check = naive_s / checks
-    all_checks = sum(layers[k].nodes * layers[k + 1].nodes for k in range(len(links)))
+    all_checks = sum(layers[k].nodes * layers[k + 1].nodes for k in range(len(feeds)))
     naive_total = per_check * all_checks
 
     table = Table(title="VGG16 geometry at 224x224 (10 classes)")
@@ -106,7 +109,7 @@ def bench_geometry() -> None:
         ("nodes", f"{topo.num_nodes:,}"),
         ("arcs per class", f"{topo.num_arcs:,}"),
         ("trace (fx + shape propagation, once)", f"{trace_s:.2f} s"),
-        ("build_topology (best of 3)", f"{topo_s:.3f} s"),
+        ("assemble_topology (best of 3)", f"{topo_s:.3f} s"),
         ("weights [10 x arcs] gather (best of 3)", f"{weights_s:.3f} s ({weights.nbytes / 2**20:.0f} MiB)"),
         ("reference degrees, 10 classes (best of 3)", f"{degrees_s:.3f} s"),
         ("topology + weights + degrees", f"{topo_s + weights_s + degrees_s:.3f} s"),
@@ -118,7 +121,7 @@ def bench_geometry() -> None:
             f"{naive_s:.2f} s for {checks:,.0f} checks ({per_check * 1e9:.1f} ns/check)",
         ),
         ("naive scan, extrapolated to all 12 pairs", f"{naive_total:.0f} s"),
-        ("speed-up of build_topology over naive", f"{naive_total / topo_s:,.0f}x"),
+        ("speed-up of assemble_topology over naive", f"{naive_total / topo_s:,.0f}x"),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -132,9 +135,42 @@ def random_dataset(classes: int, per_class: int, size: int) -> ImageDataset:
     return ImageDataset(images, labels, [f"c{h}" for h in range(classes)], "random")
 
 
-def bench_mapping(per_class: int, batch_size: int, repeat: int) -> None:
-    model = build_model(ModelSpec("vgg16", num_classes=10, input_size=32)).eval()
-    data = random_dataset(10, per_class, 32)
+def bench_branching_geometry() -> None:
+    """torchvision resnet50 at 224x224: the feeds relation plus the topology, the trace apart."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("torchvision:resnet50", num_classes=10, input_size=224))
+    start = time.perf_counter()
+    traced = trace_model(model, (3, 224, 224))
+    trace_s = time.perf_counter() - start
+    gm = traced.graph_module
+    names = {c.name for c in traced.convs}
+    conv_nodes = [n for n in gm.graph.nodes if n.op == "call_module" and n.target in names]
+    modules = {c.name: c.module for c in traced.convs}
+    feeds_s, feeds = timed(lambda: find_feeds(gm, conv_nodes, modules))
+    topo_s, topo = timed(lambda: assemble_topology(traced.layers, feeds))
+    vias = sorted({f.via for f in feeds})
+    table = Table(title="torchvision resnet50 geometry at 224x224")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in [
+        ("convolutions / layer pairs (feeds)", f"{len(traced.convs)} / {topo.num_edges}"),
+        ("nodes / arcs per class", f"{topo.num_nodes:,} / {topo.num_arcs:,}"),
+        ("kinds of pairs (via)", ", ".join(vias)),
+        ("trace_model (fx, shape propagation = one forward pass, feeds)", f"{trace_s:.2f} s"),
+        ("find_feeds on the traced graph (best of 3)", f"{feeds_s:.3f} s"),
+        ("assemble_topology (best of 3)", f"{topo_s:.3f} s"),
+        ("topology = feeds + assemble", f"{feeds_s + topo_s:.3f} s"),
+    ]:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def bench_mapping(
+    per_class: int, batch_size: int, repeat: int, source: str = "vgg16", size: int = 32
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(source, num_classes=10, input_size=size)).eval()
+    data = random_dataset(10, per_class, size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
 
@@ -155,7 +191,8 @@ def bench_mapping(per_class: int, batch_size: int, repeat: int) -> None:
         t, network = timed(mapping, repeat=1)
         map_s = min(map_s, t)
     outside = max(map_s - forward_s, 0.0) / map_s
-    table = Table(title=f"Mapping VGG16-BN, 32x32, 10 classes x {per_class} random images, on {device}")
+    title = f"Mapping {source}, {size}x{size}, 10 classes x {per_class} random images, on {device}"
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in [
@@ -172,7 +209,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["geometry", "mapping", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["geometry", "mapping", "resnet50", "resnet18", "all"], default="all"
+    )
     parser.add_argument("--images-per-class", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3, help="mapping runs (best is kept)")
@@ -182,6 +221,10 @@ def main() -> None:
         bench_geometry()
     if args.part in ("mapping", "all"):
         bench_mapping(args.images_per_class, args.batch_size, args.repeat)
+    if args.part in ("resnet50", "all"):
+        bench_branching_geometry()
+    if args.part in ("resnet18", "all"):
+        bench_mapping(args.images_per_class, args.batch_size, args.repeat, "torchvision:resnet18", 64)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ if [[ -z ${NEO4J_URI:-} ]] && ! cnngraph server status >/dev/null 2>&1; then
 fi
 trap '[[ $started_here == 1 ]] && cnngraph server stop' EXIT
 python bench_mapping.py
-python bench_load.py --per-arc 20000
+python bench_load.py --per-arc 20000   # both layouts, own fresh servers (cold + median of 3 warm), probe
 python bench_scores.py
+python bench_scores.py --layout compact
 python bench_prune.py

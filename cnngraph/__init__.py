@@ -40,6 +40,9 @@ _EXPORTS = {
     "compute_scores": "cnngraph.queries.scoring",
     "fetch_scores": "cnngraph.queries.scoring",
     "select_layers": "cnngraph.pruner.select",
+    "select_units": "cnngraph.pruner.select",
+    "find_units": "cnngraph.pruner.units",
+    "remove_convolutions": "cnngraph.pruner.surgery",
     "prune_model": "cnngraph.pruner.pipeline",
 }
 

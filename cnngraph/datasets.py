@@ -4,22 +4,27 @@ Sources:
 
 - a directory in ImageFolder layout (``root/<class>/<image>``); when it has ``train/`` and
   ``test/`` subfolders, ``split`` picks one;
-- an ``.npz`` with ``images`` ([N,H,W] or [N,H,W,C]; uint8 is scaled to [0,1], floats are used as
-  they are), ``labels`` and optional ``classes``;
+- an ``.npz`` with ``images`` ([N,H,W], [N,H,W,C] or [N,C,H,W] with C of 1 to 4 channels; uint8 is
+  scaled to [0,1], floats are used as they are), integer ``labels`` and optional ``classes``;
 - ``builtin:digits``: the 1,797 8x8 handwritten digits that scikit-learn ships inside its wheel
   (UCI ML digits), upscaled to 16x16; no download at run time.
 
 Images are kept as one float32 tensor [N, C, H, W]; decoded ImageFolder trees are cached as
 ``.npz`` under ``~/.cache/cnngraph`` (``CNNGRAPH_CACHE``) so the JPEGs are decoded only once.
+An ImageFolder whose images are all grayscale decodes to one channel, any other to RGB; hidden
+folders and files (``.ipynb_checkpoints``) are skipped. Images with NaN or infinite values are
+refused, naming the first one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +32,8 @@ import torch
 from cnngraph.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+MAX_CHANNELS = 4
 
 
 @dataclass
@@ -72,9 +79,16 @@ def _per_channel(values: Sequence[float], channels: int, what: str) -> torch.Ten
 
 
 def load_dataset(source: str | Path, split: str | None = None) -> ImageDataset:
-    """Read a dataset from ``source`` (see the module docstring)."""
+    """Read a dataset from ``source`` (see the module docstring); refuse non-finite images."""
+    dataset = _read(source, split)
+    check_finite(dataset)
+    return dataset
+
+
+def _read(source: str | Path, split: str | None) -> ImageDataset:
     text = str(source)
     if text.startswith("builtin:"):
+        _no_split(text, split)
         return _builtin(text.split(":", 1)[1])
     path = Path(source)
     if not path.exists():
@@ -88,8 +102,32 @@ def load_dataset(source: str | Path, split: str | None = None) -> ImageDataset:
             path = path / split
         return _image_folder(path)
     if path.suffix == ".npz":
+        _no_split(text, split)
         return _npz(path)
     raise DataError(f"cannot read dataset '{path}': give an ImageFolder directory or an .npz file")
+
+
+def _no_split(source: str, split: str | None) -> None:
+    if split is not None:
+        raise DataError(
+            f"split '{split}' picks a subfolder of an ImageFolder directory, and '{source}' is not one; "
+            "drop the split option (or make one file per split)"
+        )
+
+
+def check_finite(dataset: ImageDataset) -> None:
+    """Refuse NaN or infinite pixel values, naming the first image that has one."""
+    if dataset.images.numel() == 0 or not dataset.images.is_floating_point():
+        return
+    finite = torch.isfinite(dataset.images).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return
+    first = int(torch.nonzero(~finite)[0, 0])
+    bad = int((~finite).sum())
+    raise DataError(
+        f"dataset '{dataset.source}': image {first} (label {int(dataset.labels[first])}) has NaN or "
+        f"infinite values ({bad} such images); fix or remove them"
+    )
 
 
 def _builtin(name: str) -> ImageDataset:
@@ -112,18 +150,16 @@ def _npz(path: Path) -> ImageDataset:
                     f"'{path}' needs arrays 'images' and 'labels'; it has {', '.join(data.files)}"
                 )
             images = np.asarray(data["images"])
-            labels = np.asarray(data["labels"]).astype(np.int64).reshape(-1)
+            raw_labels = np.asarray(data["labels"]).reshape(-1)
             classes = [str(c) for c in data["classes"]] if "classes" in data.files else None
     except DataError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read '{path}' as .npz ({e})") from e
-    if images.ndim == 3:
-        images = images[:, None, :, :]
-    elif images.ndim == 4:
-        images = images.transpose(0, 3, 1, 2)
-    else:
-        raise DataError(f"'{path}': images must be [N,H,W] or [N,H,W,C], got shape {list(images.shape)}")
+    labels = _integer_labels(raw_labels, path)
+    if not (np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_):
+        raise DataError(f"'{path}': images must be numbers, got dtype {images.dtype}")
+    images = _channels_first(images, path)
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"'{path}': {images.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and labels.min() < 0:
@@ -136,6 +172,42 @@ def _npz(path: Path) -> ImageDataset:
     return ImageDataset(tensor, torch.from_numpy(labels), classes, str(path))
 
 
+def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Labels as int64; floats only when every one is a whole number, anything else refused."""
+    if labels.dtype == np.bool_ or np.issubdtype(labels.dtype, np.integer):
+        return labels.astype(np.int64)
+    if np.issubdtype(labels.dtype, np.floating):
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if whole.all():
+            return labels.astype(np.int64)
+        first = int(np.flatnonzero(~whole)[0])
+        raise DataError(
+            f"'{path}': labels must be integer class indices; label {first} is {float(labels[first]):g}"
+        )
+    raise DataError(f"'{path}': labels must be integer class indices, got dtype {labels.dtype}")
+
+
+def _channels_first(images: np.ndarray, path: Path) -> np.ndarray:
+    """[N,H,W], [N,H,W,C] or [N,C,H,W] (C of 1..4) -> [N,C,H,W]; refuse what cannot be told apart."""
+    if images.ndim == 3:
+        return images[:, None, :, :]
+    if images.ndim != 4:
+        raise DataError(
+            f"'{path}': images must be [N,H,W], [N,H,W,C] or [N,C,H,W], got shape {list(images.shape)}"
+        )
+    first_is_channels = images.shape[1] <= MAX_CHANNELS
+    last_is_channels = images.shape[3] <= MAX_CHANNELS
+    if last_is_channels and not first_is_channels:
+        return images.transpose(0, 3, 1, 2)
+    if first_is_channels and not last_is_channels:
+        return images
+    raise DataError(
+        f"'{path}': cannot tell the channel axis of images of shape {list(images.shape)}; "
+        f"save them as [N,H,W,C] or [N,C,H,W] with 1 to {MAX_CHANNELS} channels and images larger "
+        f"than {MAX_CHANNELS} pixels a side"
+    )
+
+
 def _to_float(images: np.ndarray) -> torch.Tensor:
     if images.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
@@ -146,19 +218,27 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("CNNGRAPH_CACHE", Path.home() / ".cache" / "cnngraph"))
 
 
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
 def _image_folder(root: Path) -> ImageDataset:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p))
     if not classes:
         raise DataError(f"'{root}' has no class folders; ImageFolder layout is root/<class>/<image>")
     files: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
-        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(
+            p
+            for p in (root / name).iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and _visible(p) and p.is_file()
+        )
         files += found
         labels += [index] * len(found)
     if not files:
         raise DataError(f"'{root}' has class folders but no images in them")
-    key = hashlib.sha256()
+    key = hashlib.sha256(b"decode-v2\n")
     for f in files:
         st = f.stat()
         key.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -169,32 +249,60 @@ def _image_folder(root: Path) -> ImageDataset:
     else:
         array = _decode(files)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".partial")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, images=array)
-        tmp.replace(cache)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, images=array)
+            tmp.replace(cache)
+        finally:
+            tmp.unlink(missing_ok=True)
     tensor = _to_float(array.transpose(0, 3, 1, 2))
     return ImageDataset(tensor, torch.tensor(labels, dtype=torch.int64), classes, str(root))
 
 
 def _decode(files: list[Path]) -> np.ndarray:
+    """[N,H,W,C] uint8: one channel when every image is grayscale, else RGB (gray ones repeated).
+
+    A first pass reads only the headers (mode and size), so the pixels are decoded once, straight
+    into the one array.
+    """
     from PIL import Image
 
-    first = np.asarray(Image.open(files[0]).convert("RGB"))
-    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+    gray = True
+    size: tuple[int, int] | None = None
+    for f in files:
+        with _opened(f) as im:
+            gray = gray and im.mode in GRAYSCALE_MODES
+            if size is None:
+                size = im.size
+            elif im.size != size:
+                raise DataError(
+                    f"image '{f}' is {im.size[0]}x{im.size[1]}, '{files[0]}' is {size[0]}x{size[1]}; "
+                    "resize them to one size"
+                )
+    assert size is not None
+    out = np.empty((len(files), size[1], size[0], 1 if gray else 3), dtype=np.uint8)
     for n, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise DataError(f"cannot decode image '{f}' ({e})") from e
-        if arr.shape != first.shape:
-            raise DataError(
-                f"image '{f}' is {arr.shape[1]}x{arr.shape[0]}, others are "
-                f"{first.shape[1]}x{first.shape[0]}; resize them to one size"
-            )
-        out[n] = arr
+        with _opened(f) as im:
+            try:
+                arr = np.asarray(im.convert("L" if gray else "RGB"))
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                raise DataError(f"cannot decode image '{f}' ({e}); fix or remove it") from e
+        out[n] = arr[:, :, None] if arr.ndim == 2 else arr
     return out
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """``PIL.Image.open`` with a one-line error naming the file."""
+    from PIL import Image
+
+    try:
+        im = Image.open(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot decode image '{path}' ({e}); fix or remove it") from e
+    with im:
+        yield im
 
 
 def select_per_class(
@@ -208,6 +316,8 @@ def select_per_class(
     ``per_class=None`` takes all; otherwise the first ``per_class`` in file order, or a seeded
     shuffle when ``seed`` is given. A class with no image at all is an error.
     """
+    if seed is not None and seed < 0:
+        raise DataError(f"the shuffle seed must be 0 or more, got {seed}")
     y = np.asarray(labels)
     rng = np.random.default_rng(seed) if seed is not None else None
     chosen: list[np.ndarray] = []
@@ -221,10 +331,78 @@ def select_per_class(
     return chosen, np.array([c.size for c in chosen], dtype=np.int64)
 
 
+def resolve_classes(
+    class_names: Sequence[str],
+    wanted: Sequence[str | int] | None = None,
+    max_classes: int | None = None,
+) -> list[int] | None:
+    """Dataset indices of the classes to map, in the order given; ``None`` means every class.
+
+    ``wanted`` holds class names or indices (a string that is a class name is that name, even
+    when it looks like a number; otherwise a whole number is an index); ``max_classes`` takes the
+    first N classes in the dataset's order. Unknown names, indices out of range and repeats are
+    refused, so a mapping never silently covers other classes than the ones asked for.
+    """
+    total = len(class_names)
+    if wanted is not None and max_classes is not None:
+        raise DataError("pass either --classes or --max-classes, not both")
+    if max_classes is not None:
+        if not 1 <= max_classes <= total:
+            raise DataError(
+                f"--max-classes must be between 1 and {total} (the dataset's classes), got {max_classes}"
+            )
+        return list(range(max_classes))
+    if wanted is None:
+        return None
+    if len(wanted) == 0:
+        raise DataError("--classes is empty; give class names or indices, e.g. --classes cat,dog or 0,3")
+    by_name = {str(name): h for h, name in enumerate(class_names)}
+    chosen: list[int] = []
+    for item in wanted:
+        h = _class_index(item, by_name, total)
+        if h in chosen:
+            raise DataError(f"class '{class_names[h]}' (index {h}) is listed twice in --classes")
+        chosen.append(h)
+    return chosen
+
+
+def _class_index(item: str | int, by_name: dict[str, int], total: int) -> int:
+    text = str(item).strip()
+    if text in by_name:
+        return by_name[text]
+    try:
+        h = int(text)
+    except ValueError:
+        examples = ", ".join(repr(name) for name in list(by_name)[:5])
+        raise DataError(
+            f"unknown class '{text}'; use a class name of the dataset ({examples}"
+            f"{', ...' if total > 5 else ''}) or an index 0..{total - 1}"
+        ) from None
+    if not 0 <= h < total:
+        raise DataError(f"class index {h} is out of range; the dataset has {total} classes (0..{total - 1})")
+    return h
+
+
+def restrict_classes(dataset: ImageDataset, indices: Sequence[int]) -> ImageDataset:
+    """Only the images of the classes ``indices`` (dataset indices), relabelled 0..k-1 in that order."""
+    relabel = np.full(len(dataset.class_names), -1, dtype=np.int64)
+    relabel[np.asarray(indices, dtype=np.int64)] = np.arange(len(indices), dtype=np.int64)
+    labels = relabel[np.asarray(dataset.labels, dtype=np.int64)]
+    keep = np.flatnonzero(labels >= 0)
+    return ImageDataset(
+        images=dataset.images[torch.as_tensor(keep, dtype=torch.long)],
+        labels=torch.from_numpy(labels[keep]),
+        class_names=[dataset.class_names[h] for h in indices],
+        source=dataset.source,
+    )
+
+
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of ``range(n)`` into train and test indices."""
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
+    if seed < 0:
+        raise DataError(f"the split seed must be 0 or more, got {seed}")
     perm = np.random.default_rng(seed).permutation(n)
     cut = round(n * (1.0 - test_fraction))
     return np.sort(perm[:cut]), np.sort(perm[cut:])

@@ -3,7 +3,7 @@
 A *spec* names where a model comes from:
 
 - a reference architecture: ``vgg11``, ``vgg13``, ``vgg16`` (batch norm, for 32x32 or 28x28
-  inputs, any width multiplier) or ``small_cnn``;
+  inputs, any width multiplier), ``small_cnn``, or the CIFAR-style ``resnet20`` and ``resnet56``;
 - a torchvision architecture: ``torchvision:NAME`` (architecture only; weights from a checkpoint);
 - user code: ``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments).
 
@@ -31,7 +31,8 @@ VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
 }
 SMALL_CNN_CONFIG: list[int | str] = [16, 16, "M", 32, 32, "M", 64]
-REFERENCE_ARCHITECTURES = (*VGG_CONFIGS, "small_cnn")
+RESNET_DEPTHS = {"resnet20": 3, "resnet56": 9}  # basic blocks per stage: depth = 6n + 2
+REFERENCE_ARCHITECTURES = (*VGG_CONFIGS, "small_cnn", *RESNET_DEPTHS)
 
 
 class VGG(nn.Module):
@@ -77,6 +78,66 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm plus a shortcut: the input itself, or a 1x1
+    projection convolution with batch norm where the block changes the stride or the width.
+
+    Written so that torch.fx sees each convolution called once and the addition's operands are
+    the branch and the shortcut themselves (METHOD.md section 8: a removable residual branch).
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut: nn.Sequential | None = None
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return torch.relu(out + identity)
+
+
+class CifarResNet(nn.Module):
+    """ResNet for small images (He et al. 2016, section 4.2): a 3x3 stem of 16 filters, three
+    stages of ``n`` basic blocks with 16/32/64 filters (stride 2 and a projection shortcut at the
+    first block of stages 2 and 3), global average pooling and one linear layer; 6n + 2 layers.
+    Any input size works (the pooling is global); ``width`` scales every filter count.
+    """
+
+    def __init__(self, blocks: int, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
+        super().__init__()
+        widths = [max(1, round(c * width)) for c in (16, 32, 64)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        stages = []
+        channels = widths[0]
+        for s, out in enumerate(widths):
+            layers = []
+            for b in range(blocks):
+                layers.append(BasicBlock(channels, out, 2 if s > 0 and b == 0 else 1))
+                channels = out
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Where a model comes from and how it was built; stored with every mapping and pruning."""
@@ -112,6 +173,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return VGG(
             SMALL_CNN_CONFIG, spec.num_classes, spec.in_channels, spec.input_size, spec.width, hidden=64
         )
+    if source in RESNET_DEPTHS:
+        return CifarResNet(RESNET_DEPTHS[source], spec.num_classes, spec.in_channels, spec.width)
     if source.startswith("torchvision:"):
         return _torchvision_model(source.split(":", 1)[1], spec.num_classes)
     if ":" in source:
@@ -125,8 +188,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
 def _torchvision_model(name: str, num_classes: int) -> nn.Module:
     import torchvision
 
+    # Auxiliary classifiers run only in training and are not part of the network that is mapped.
+    extra = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
     try:
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
     except (ValueError, KeyError) as e:
         raise ModelError(
             f"torchvision has no architecture '{name}' ({e}); see torchvision.models.list_models()"
@@ -190,6 +255,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     raise ModelError(f"checkpoint '{path}' holds no state dict")
 
 
+def check_finite_weights(state_dict: dict[str, torch.Tensor], origin: str) -> None:
+    """Refuse a checkpoint with NaN or infinite values, naming the first such tensor."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(
+                f"checkpoint '{origin}': tensor '{name}' has {bad} NaN or infinite values; "
+                "the model diverged or the file is damaged, use another checkpoint"
+            )
+
+
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], origin: str) -> None:
     """Load ``state_dict`` strictly; a mismatch names the first differing keys."""
     result = model.load_state_dict(state_dict, strict=False)
@@ -220,12 +296,16 @@ def load_model(spec: ModelSpec | None, checkpoint: str | Path | None = None) -> 
     state: dict[str, torch.Tensor] | None = None
     if checkpoint is not None:
         state, info = read_checkpoint(checkpoint)
+        check_finite_weights(state, str(checkpoint))
         if spec is None:
-            if "spec" not in info:
-                raise ModelError(f"checkpoint '{checkpoint}' does not say which model it is; give --model")
+            if not isinstance(info.get("spec"), dict):
+                raise ModelError(
+                    f"checkpoint '{checkpoint}' does not say which model it is (only 'cnngraph train' "
+                    "records that); name it: 'cnngraph map MODEL DATA', or --arch for prune and sweep"
+                )
             spec = ModelSpec.from_dict(info["spec"])
     if spec is None:
-        raise ModelError("no model given; pass --model (and --checkpoint for trained weights)")
+        raise ModelError("no model given; name the architecture (and give --checkpoint for trained weights)")
     model = build_model(spec)
     if state is not None:
         try:

@@ -3,7 +3,9 @@
 # 8x8 handwritten digits, upscaled to 16x16): train a small VGG-style CNN, map it into its
 # multilayer network, load it into Neo4j, score every node by entropy, prune, fine-tune, compare.
 # Starts a local Neo4j when NEO4J_URI is not set, and stops it at the end unless
-# DEMO_KEEP_SERVER=1 (the store persists; `cnngraph server start` brings the graph back).
+# DEMO_KEEP_SERVER=1 (the store persists; `cnngraph server start` brings the graph back). That
+# server has auth on with a password generated at its first start and kept (owner-only) in
+# $CNNGRAPH_STATE_DIR/neo4j.password, where every cnngraph command below finds it by itself.
 set -euo pipefail
 
 OUT=${DEMO_OUT:-out/demo}
@@ -59,4 +61,7 @@ cnngraph prune --model "$NAME" --checkpoint "$OUT/model.pt" --gamma "$GAMMA" --r
 
 step "6/6 explore the graph"
 cnngraph browse --model "$NAME"
+if [[ -z ${NEO4J_URI:-} ]]; then
+  echo "Browser login: user neo4j, password in ${CNNGRAPH_STATE_DIR:-$HOME/.local/state/cnngraph}/neo4j.password"
+fi
 echo "Outputs: $OUT (model.pt, $NAME.npz, scores.csv, pruned/report.json, pruned/*.png)"

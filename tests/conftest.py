@@ -1,17 +1,18 @@
 """Shared fixtures: a real Neo4j server for the session, and the CLI app.
 
 The server is the project's own launcher (``cnngraph.server.local``) started on free ports with
-a fresh store in a temporary folder and auth on with a generated password, then stopped at the
-end. Set ``CNNGRAPH_TEST_NEO4J_URI`` (and ``CNNGRAPH_TEST_NEO4J_PASSWORD``) to use a running
-server instead. Tests that need no database never start it.
+a fresh store in a temporary folder and auth on with the password it generates and stores (as
+``cnngraph server start`` does), then stopped at the end. Set ``CNNGRAPH_TEST_NEO4J_URI`` (and
+``CNNGRAPH_TEST_NEO4J_PASSWORD``) to use a running server instead. Tests that need no database
+never start it.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -20,10 +21,11 @@ from cnngraph.settings import Neo4jSettings
 
 
 @pytest.fixture(scope="session")
-def neo4j_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jSettings]:
-    external = os.environ.get("CNNGRAPH_TEST_NEO4J_URI")
-    if external:
-        yield Neo4jSettings(uri=external, password=os.environ.get("CNNGRAPH_TEST_NEO4J_PASSWORD") or None)
+def neo4j_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The session's own server (``cnngraph.server.local``), as the CLI starts it: auth on with a
+    generated password stored in its state directory. None with ``CNNGRAPH_TEST_NEO4J_URI``."""
+    if os.environ.get("CNNGRAPH_TEST_NEO4J_URI"):
+        yield None
         return
     from cnngraph.server import local
 
@@ -31,15 +33,24 @@ def neo4j_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jSe
         state_dir=Path(tmp_path_factory.mktemp("neo4j")),
         bolt_port=local.free_port(),
         http_port=local.free_port(),
-        password=secrets.token_urlsafe(12),
         heap="1g",
         pagecache="256m",
     )
     local.start(config, timeout=240)
     try:
-        yield Neo4jSettings(uri=config.bolt_uri, password=config.password)
+        yield config
     finally:
         local.stop(config)
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings(neo4j_server: Any) -> Neo4jSettings:
+    external = os.environ.get("CNNGRAPH_TEST_NEO4J_URI")
+    if external:
+        return Neo4jSettings(uri=external, password=os.environ.get("CNNGRAPH_TEST_NEO4J_PASSWORD") or None)
+    from cnngraph.server import local
+
+    return Neo4jSettings(uri=neo4j_server.bolt_uri, password=local.stored_password(neo4j_server))
 
 
 @pytest.fixture(scope="session")

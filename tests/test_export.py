@@ -88,3 +88,30 @@ def test_unknown_class_is_an_error_and_writes_nothing(network: MultilayerNetwork
     with pytest.raises(ConfigError, match="class 'cow' is not in the mapping"):
         export_gexf(network, tmp_path / "x.gexf", classes="cow")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_branching_export_weighs_each_arc_by_its_fed_layer(tmp_path: Path) -> None:
+    """Layer 0 feeds layers 1 and 2 (1x1 convolutions on 2x2 maps): the arcs of node 0 carry the
+    value of node 4 towards layer 1 and of node 8 towards layer 2."""
+    from cnngraph.mapping import geometry as geo
+    from cnngraph.mapping.feeds import Feed, PathGeometry
+    from cnngraph.mapping.topology import assemble_topology
+
+    layers = [LayerInfo(k, f"c{k}", 1, 2, 2, (1, 1), (1, 1)) for k in range(3)]
+    one = geo.AxisConv(1)
+
+    def feed(a: int, b: int) -> Feed:
+        m = geo.through_taps(geo.identity(2), one, 2)
+        return Feed(a, b, "direct", (PathGeometry(m, m, frozenset()),))
+
+    topo = assemble_topology(layers, [feed(0, 2), feed(0, 1), feed(1, 2)])
+    assert [(e["src"], e["dst"]) for e in topo.edges()] == [(0, 1), (0, 2), (1, 2)]
+    values = np.arange(12, dtype=np.float32).reshape(1, 12) + 1
+    net = MultilayerNetwork(topo, ["only"], {"mean": values}, np.array([1]))
+    edges = gexf_edges(ET.parse(export_gexf(net, tmp_path / "dag.gexf")).getroot())
+    assert sorted(edges) == sorted(
+        [(u, u + 4, float(u + 5), "only") for u in range(4)]  # 0 -> 1: value of the node in layer 1
+        + [(u, u + 8, float(u + 9), "only") for u in range(4)]  # 0 -> 2: value of the node in layer 2
+        + [(u, u + 4, float(u + 5), "only") for u in range(4, 8)]  # 1 -> 2
+    )
+    np.testing.assert_array_equal(net.weights("mean")[0], [e[2] for e in edges])

@@ -1,4 +1,4 @@
-"""Per-axis window and weight-node geometry, against hand values and brute force."""
+"""Per-axis read sets and weight-node geometry, against hand values, torch and brute force."""
 
 from __future__ import annotations
 
@@ -15,69 +15,104 @@ SAME3 = geo.AxisConv(3, 1, 1)
 POOL2 = geo.AxisPool(2, 2)
 
 
-def as_list(lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in zip(lo, hi, strict=True)]
+def reads(m: geo.AxisMap) -> list[list[int]]:
+    """The source positions each target reads, as lists."""
+    out: list[list[int]] = [[] for _ in range(m.size)]
+    for t, s in zip(m.target.tolist(), m.source.tolist(), strict=True):
+        out[t].append(s)
+    return out
 
 
-def test_same_3x3_window_is_3_wide_and_2_at_borders() -> None:
-    assert as_list(*geo.windows(SAME3, 5, 5, [])) == [(0, 1), (0, 2), (1, 3), (2, 4), (3, 4)]
+def conv_map(conv: geo.AxisConv, size: int, out: int, pools: tuple[geo.AxisPool, ...] = ()) -> geo.AxisMap:
+    m = geo.identity(size)
+    for pool in pools:
+        m = geo.through_taps(m, pool.as_taps(), pool.out_size(m.size))
+    return geo.through_taps(m, conv, out)
 
 
-def test_window_after_2x2_pool_is_6_wide() -> None:
-    # target p reads pooled [p-1, p+1] -> source [2p-2, 2p+3], clipped to [0, 7]
-    assert as_list(*geo.windows(SAME3, 4, 8, [POOL2])) == [(0, 3), (0, 5), (2, 7), (4, 7)]
+def test_same_3x3_reads_3_and_2_at_borders() -> None:
+    assert reads(conv_map(SAME3, 5, 5)) == [[0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4]]
 
 
-def test_strided_conv_window() -> None:
-    conv = geo.AxisConv(3, 2, 1)
-    assert as_list(*geo.windows(conv, 4, 8, [])) == [(0, 1), (1, 3), (3, 5), (5, 7)]
-
-
-def test_1x1_conv_window_is_the_position_itself() -> None:
-    assert as_list(*geo.windows(geo.AxisConv(1), 4, 4, [])) == [(0, 0), (1, 1), (2, 2), (3, 3)]
-
-
-def test_valid_conv_window_never_clips() -> None:
-    assert as_list(*geo.windows(geo.AxisConv(3), 3, 5, [])) == [(0, 2), (1, 3), (2, 4)]
-
-
-def test_dilated_conv_window_is_the_hull() -> None:
-    conv = geo.AxisConv(3, 1, 2, 2)
-    assert as_list(*geo.windows(conv, 5, 5, [])) == [(0, 2), (0, 3), (0, 4), (1, 4), (2, 4)]
-
-
-def test_window_wholly_in_padding_is_empty() -> None:
-    lo, hi = geo.windows(geo.AxisConv(1, 1, 2), 5, 1, [])
-    target, _ = geo.pairs(lo, hi)
-    assert target.tolist() == [2]
-
-
-def test_pairs_lists_every_position_of_every_window() -> None:
-    lo, hi = np.array([0, 0, 1]), np.array([1, 2, 2])
-    target, source = geo.pairs(lo, hi)
-    assert list(zip(target.tolist(), source.tolist(), strict=True)) == [
-        (0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 1), (2, 2),
+def test_after_2x2_pool_a_3x3_window_reads_6() -> None:
+    assert reads(conv_map(SAME3, 8, 4, (POOL2,))) == [
+        [0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 6, 7], [4, 5, 6, 7],
     ]  # fmt: skip
+
+
+def test_dilated_window_has_gaps() -> None:
+    assert reads(conv_map(geo.AxisConv(3, 1, 2, 2), 5, 5)) == [[0, 2], [1, 3], [0, 2, 4], [1, 3], [2, 4]]
+
+
+def test_pool_with_kernel_below_stride_leaves_gaps() -> None:
+    # MaxPool(1, 2) keeps the even positions only; a 3x3 conv then reads 2p-2, 2p, 2p+2.
+    assert reads(conv_map(SAME3, 8, 4, (geo.AxisPool(1, 2),))) == [[0, 2], [0, 2, 4], [2, 4, 6], [4, 6]]
+
+
+def test_window_wholly_in_padding_reads_nothing() -> None:
+    assert reads(conv_map(geo.AxisConv(1, 1, 2), 1, 5)) == [[], [], [0], [], []]
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+def test_padding_modes_equal_torch_pad(mode: str) -> None:
+    for size in (1, 2, 3, 5, 8):
+        pad = size - 1 if mode == "reflect" else size
+        if pad == 0:
+            continue
+        index = torch.arange(size, dtype=torch.float64).view(1, 1, size)
+        padded = F.pad(index, (pad, pad), mode=mode)[0, 0].long().numpy()
+        got, valid = geo.padded_index(np.arange(-pad, size + pad), size, mode)
+        assert valid.all()
+        np.testing.assert_array_equal(got, padded)
+
+
+def test_zero_padding_reads_nothing_outside() -> None:
+    got, valid = geo.padded_index(np.arange(-2, 5), 3, "zeros")
+    assert valid.tolist() == [False, False, True, True, True, False, False]
+    assert got[valid].tolist() == [0, 1, 2]
+
+
+def test_adaptive_window_equals_torch() -> None:
+    for size, out in itertools.product(range(1, 12), range(1, 9)):
+        start, end = geo.adaptive_window(size, out)
+        eye = torch.eye(size, dtype=torch.float64).view(size, 1, size)
+        used = F.adaptive_avg_pool1d(eye, out)[:, 0, :].T.numpy() > 0  # [out, size]
+        expected = [np.flatnonzero(row).tolist() for row in used]
+        assert [list(range(a, b)) for a, b in zip(start, end, strict=True)] == expected
+
+
+def test_global_adaptive_pooling_reads_everything() -> None:
+    m = geo.through_adaptive(geo.identity(7), 1)
+    assert reads(m) == [list(range(7))]
+    assert m.centre.tolist() == [3.0]
+
+
+def test_broadcast_reads_the_one_position_and_pi_is_the_centre() -> None:
+    m = geo.through_taps(geo.through_broadcast(geo.identity(1), 6), SAME3, 6)
+    assert reads(m) == [[0]] * 6
+    assert geo.nearest_target(m).tolist() == [2]
+    assert geo.nearest_target(geo.through_broadcast(geo.identity(1), 5)).tolist() == [2]
 
 
 @pytest.mark.parametrize(
     ("conv", "pools", "size", "out", "expected"),
     [
-        (SAME3, [], 5, 5, [0, 1, 2, 3, 4]),
-        (SAME3, [POOL2], 8, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
-        (SAME3, [POOL2, POOL2], 8, 2, [0, 0, 0, 0, 1, 1, 1, 1]),
-        (geo.AxisConv(3, 2, 1), [], 8, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
-        (geo.AxisConv(3), [], 5, 3, [0, 0, 1, 2, 2]),
-        (geo.AxisConv(1), [], 3, 3, [0, 1, 2]),
+        (SAME3, (), 5, 5, [0, 1, 2, 3, 4]),
+        (SAME3, (POOL2,), 8, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
+        (SAME3, (POOL2, POOL2), 8, 2, [0, 0, 0, 0, 1, 1, 1, 1]),
+        (geo.AxisConv(3, 2, 1), (), 8, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
+        (geo.AxisConv(3), (), 5, 3, [0, 0, 1, 2, 2]),
+        (geo.AxisConv(1), (), 3, 3, [0, 1, 2]),
+        (geo.AxisConv(4, 1, 1), (), 6, 6, [0, 0, 1, 2, 3, 4]),  # 'same' even kernel: centre p + 1/2
     ],
 )
 def test_nearest_target_hand_cases(
-    conv: geo.AxisConv, pools: list[geo.AxisPool], size: int, out: int, expected: list[int]
+    conv: geo.AxisConv, pools: tuple[geo.AxisPool, ...], size: int, out: int, expected: list[int]
 ) -> None:
-    assert geo.nearest_target(geo.centre(conv, pools), size, out).tolist() == expected
+    assert geo.nearest_target(conv_map(conv, size, out, pools)).tolist() == expected
 
 
-def brute_nearest(conv: geo.AxisConv, pools: list[geo.AxisPool], size: int, out: int) -> np.ndarray:
+def brute_nearest(conv: geo.AxisConv, pools: tuple[geo.AxisPool, ...], size: int, out: int) -> np.ndarray:
     """Nearest window centre by scanning every target, centres composed in floats."""
     centres = []
     for p in range(out):
@@ -89,23 +124,52 @@ def brute_nearest(conv: geo.AxisConv, pools: list[geo.AxisPool], size: int, out:
     return dist.argmin(axis=1)  # first minimum = lower p on ties
 
 
-def test_nearest_target_equals_brute_force_on_many_geometries() -> None:
+def brute_reads(conv: geo.AxisConv, pools: tuple[geo.AxisPool, ...], size: int, out: int) -> list[list[int]]:
+    """Read sets by following every tap in plain Python, zero padding."""
+    sizes = [size]
+    for pool in pools:
+        sizes.append(pool.out_size(sizes[-1]))
+    result = []
+    for p in range(out):
+        current = {p * conv.stride - conv.padding + conv.dilation * m for m in range(conv.kernel)}
+        current = {y for y in current if 0 <= y < sizes[-1]}
+        for pool, n in zip(reversed(pools), reversed(sizes[:-1]), strict=True):
+            current = {
+                x * pool.stride - pool.padding + pool.dilation * m
+                for x in current
+                for m in range(pool.kernel)
+            }
+            current = {y for y in current if 0 <= y < n}
+        result.append(sorted(current))
+    return result
+
+
+def test_reads_and_nearest_target_equal_brute_force_on_many_geometries() -> None:
     convs = [
         geo.AxisConv(k, s, p, d)
         for k, s, p, d in itertools.product([1, 2, 3, 5], [1, 2, 3], [0, 1, 2], [1, 2])
     ]
-    pools = [[], [POOL2], [geo.AxisPool(3, 2, 1)], [geo.AxisPool(2, 2, 0, 1, True), geo.AxisPool(3, 1, 1)]]
+    chains: list[tuple[geo.AxisPool, ...]] = [
+        (), (POOL2,), (geo.AxisPool(3, 2, 1),), (geo.AxisPool(2, 2, 0, 1, True), geo.AxisPool(3, 1, 1)),
+        (geo.AxisPool(1, 2),), (geo.AxisPool(2, 3),), (geo.AxisPool(2, 2, 0, 2),),
+    ]  # fmt: skip
     checked = 0
-    for conv, chain in itertools.product(convs, pools):
+    for conv, chain in itertools.product(convs, chains):
         for size in (5, 8, 11):
-            in_size = geo.input_sizes(size, chain)[-1] if size >= 3 else 0
+            try:
+                in_size = size
+                for pool in chain:
+                    in_size = pool.out_size(in_size)
+            except Exception:
+                continue
             out = geo.conv_out_size(conv, in_size)
             if out < 1:
                 continue
-            got = geo.nearest_target(geo.centre(conv, chain), size, out)
-            np.testing.assert_array_equal(got, brute_nearest(conv, chain, size, out))
+            m = conv_map(conv, size, out, chain)
+            assert reads(m) == brute_reads(conv, chain, size, out)
+            np.testing.assert_array_equal(geo.nearest_target(m), brute_nearest(conv, chain, size, out))
             checked += 1
-    assert checked > 300
+    assert checked > 900
 
 
 @pytest.mark.parametrize("ceil", [False, True])
@@ -122,3 +186,4 @@ def test_conv_out_size() -> None:
     assert geo.conv_out_size(SAME3, 7) == 7
     assert geo.conv_out_size(geo.AxisConv(3, 2, 1), 7) == 4
     assert geo.conv_out_size(geo.AxisConv(3, 1, 0, 2), 7) == 3
+    assert geo.conv_out_size(geo.AxisConv(4, 1, 1), 7, padding_end=2) == 7  # 'same', even kernel

@@ -121,18 +121,51 @@ def test_drop_asks_first(cli_app: typer.Typer) -> None:
     assert result.exit_code == 1 and "nothing deleted" in result.output
 
 
-def test_browse(cli_app: typer.Typer) -> None:
-    result = _run(cli_app, {"NEO4J_URI": "bolt://127.0.0.1:7687"}, "browse", "--model", "vgg")
+def test_browse(cli_app: typer.Typer, tmp_path: Path) -> None:
+    env = {"NEO4J_URI": "bolt://127.0.0.1:7687", "NEO4J_PASSWORD": "", "CNNGRAPH_HTTP_PORT": ""}
+    env["CNNGRAPH_STATE_DIR"] = str(tmp_path)  # no local server runs from here
+    result = _run(cli_app, env, "browse", "--model", "vgg")
     assert result.exit_code == 0
-    assert "http://127.0.0.1:7474/browser/" in result.output
-    assert "style.grass" in result.output and ":param model => 'vgg'" in result.output
-    assert Path(result.output.split("panel: ")[1].split()[0]).is_file()
+    assert "http://127.0.0.1:7474/browser/?dbms=bolt://127.0.0.1:7687&preselectAuthMethod=NO_AUTH" in (
+        result.output
+    )
+    assert "style.grass" in result.output and ":param model => 'vgg';" in result.output
+    assert Path(result.output.split("text: ")[1].split()[0]).is_file()
+    assert "autoComplete: false" in result.output
+
+
+def test_browse_prints_the_real_http_port(cli_app: typer.Typer) -> None:
+    env = {"NEO4J_URI": "bolt://127.0.0.1:7999", "NEO4J_PASSWORD": "secret-password"}
+    flag = _run(cli_app, env, "browse", "--http-port", "8123")
+    assert "Neo4j Browser: http://127.0.0.1:8123/browser/?dbms=bolt://127.0.0.1:7999\n" in flag.output
+    assert "User:          neo4j" in flag.output
+    variable = _run(cli_app, {**env, "CNNGRAPH_HTTP_PORT": "8124"}, "browse")
+    assert "http://127.0.0.1:8124/browser/" in variable.output
+
+
+@pytest.mark.neo4j
+def test_browse_finds_the_running_local_server(cli_app: typer.Typer, neo4j_server: Any) -> None:
+    if neo4j_server is None:
+        pytest.skip("the tests use an external server (CNNGRAPH_TEST_NEO4J_URI)")
+    env = {"NEO4J_URI": neo4j_server.bolt_uri, "CNNGRAPH_STATE_DIR": str(neo4j_server.state_dir)}
+    result = _run(cli_app, {**env, "CNNGRAPH_HTTP_PORT": ""}, "browse")
+    assert result.exit_code == 0, result.output
+    assert f"http://127.0.0.1:{neo4j_server.http_port}/browser/?dbms={neo4j_server.bolt_uri}" in result.output
+    assert "autoComplete" not in result.output  # this server turns "Connect result nodes" off itself
 
 
 def test_browser_url() -> None:
-    assert browser_url("neo4j://localhost:7687") == "http://localhost:7474/browser/"
-    assert browser_url("bolt://10.0.0.5:7687", 8474) == "http://10.0.0.5:8474/browser/"
+    assert browser_url("neo4j://localhost:7687", auth=True) == (
+        "http://localhost:7474/browser/?dbms=neo4j://localhost:7687"
+    )
+    assert browser_url("bolt://10.0.0.5:7688", 8474, auth=False) == (
+        "http://10.0.0.5:8474/browser/?dbms=bolt://10.0.0.5:7688&preselectAuthMethod=NO_AUTH"
+    )
     assert browser_url("neo4j+s://abc.databases.neo4j.io") == (
         "https://browser.neo4j.io/?connectURL=neo4j+s://abc.databases.neo4j.io"
     )
-    assert starter_query("it's").startswith(":param model => 'it\\'s'\n")
+    block = starter_query("it's")
+    assert block.startswith(":param model => 'it\\'s';\n")
+    # Pasted into Browser, a block runs statement by statement: every statement ends with ';'.
+    statements = [s.strip() for s in block.split(";\n")]
+    assert len(statements) == 2 and statements[1].endswith("RETURN path;")

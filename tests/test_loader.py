@@ -70,7 +70,11 @@ def synthetic_network(
         arc_src=np.concatenate(src_parts).astype(np.int64),
         arc_dst=np.concatenate(dst_parts).astype(np.int64),
         arc_offsets=np.array(arc_offsets, dtype=np.int64),
-        weight_node=weight_node,
+        edge_src=np.arange(len(shapes) - 1, dtype=np.int64),
+        edge_dst=np.arange(1, len(shapes), dtype=np.int64),
+        edge_via=("direct",) * (len(shapes) - 1),
+        weight_offsets=offsets[:-1].copy(),
+        pair_weight_node=weight_node[: offsets[-2]],
     )
     n = int(offsets[-1])
     low = -1.0 if response == "conv" else 0.0

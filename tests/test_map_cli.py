@@ -93,10 +93,12 @@ def test_map_inspect_export(cli_app: typer.Typer, files: dict[str, Path], tmp_pa
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     summary = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert [r["arcs_to_next"] for r in summary["layers"]] == [16, 0]
+    assert [(r["arcs_out"], r["arcs_in"]) for r in summary["layers"]] == [(16, 0), (0, 16)]
+    assert summary["edges"] == [{"src": 0, "dst": 1, "via": "direct", "arcs": 16}]
     assert [r["max_value"] for r in summary["layers"]] == [6.0, 18.0]
     assert summary["classes"] == [{"name": "a", "images": 2}, {"name": "b", "images": 1}]
     result = run(cli_app, "inspect", files["out"])
-    assert result.exit_code == 0 and "arcs to next" in result.stdout  # type: ignore[attr-defined]
+    assert result.exit_code == 0 and "arcs out" in result.stdout  # type: ignore[attr-defined]
 
     gexf = tmp_path / "a.gexf"
     result = run(cli_app, "export", files["out"], "--format", "gexf", "--class", "a", "--out", gexf)
@@ -183,6 +185,6 @@ def test_bad_options_and_files(cli_app: typer.Typer, files: dict[str, Path], tmp
     assert_one_line_error(
         run(cli_app, "map", model, files["data"], "--out", files["out"], "--mean", "a,b"), "--mean"
     )
-    assert_one_line_error(run(cli_app, "map", files["data"], "--out", files["out"]), "give MODEL")
+    assert_one_line_error(run(cli_app, "map", files["data"], "--out", files["out"]), "name the model")
     assert_one_line_error(run(cli_app, "inspect", tmp_path / "missing.npz"), "does not exist")
     assert_one_line_error(run(cli_app, "inspect", files["data"]), "not a cnngraph mapping file")

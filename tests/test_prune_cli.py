@@ -54,7 +54,7 @@ def checkpoint(cli_app: typer.Typer, dataset: Path, tmp_path_factory: pytest.Tem
 @pytest.fixture
 def scores(monkeypatch: pytest.MonkeyPatch) -> NodeScores:
     stub = stub_scores()
-    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model: stub)
+    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model, *a, **k: stub)
     return stub
 
 
@@ -181,7 +181,9 @@ def test_prune_missing_checkpoint_and_wrong_graph(
 ) -> None:
     result = runner.invoke(cli_app, ["prune", "--model", "x", "--checkpoint", str(tmp_path / "none.pt")])
     assert result.exit_code == 2 and "does not exist" in result.stderr
-    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model: stub_scores(3))
+    monkeypatch.setattr(
+        "cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model, *a, **k: stub_scores(3)
+    )
     result = runner.invoke(cli_app, ["prune", "--model", "x", "--checkpoint", str(checkpoint), "--dry-run"])
     assert result.exit_code == 2 and "has 3 layers" in result.stderr
 
@@ -223,3 +225,111 @@ def test_sweep(cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_p
     assert (out / "sweep.png").is_file()
     bad = runner.invoke(cli_app, ["sweep", "--model", "stub", "--gamma-step", "0"])
     assert bad.exit_code == 2 and "gamma-step" in bad.stderr
+
+
+# ---------------------------------------------------------------- units of a residual network
+def conv_output_sizes(checkpoint: Path) -> list[tuple[int, int]]:
+    """``(H, W)`` of every convolution's output, in execution order, from a forward pass."""
+    from cnngraph.models import load_model
+    from cnngraph.pruner.units import conv_names
+
+    model, spec = load_model(None, checkpoint)
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: sizes.__setitem__(name, tuple(o.shape[2:]))
+        )
+        for name in conv_names(model)
+    ]
+    try:
+        model(torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [sizes[name] for name in conv_names(model)]
+
+
+def layered_scores(sizes: list[tuple[int, int]], per_layer: list[float]) -> NodeScores:
+    parts = [np.indices(s).reshape(2, -1) for s in sizes]
+    layer = np.concatenate([np.full(p.shape[1], k) for k, p in enumerate(parts)]).astype(np.int64)
+    i = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    j = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    delta = np.array(per_layer, dtype=np.float64)[layer]
+    return NodeScores(layer, i, j, {"entropy": delta}, model="res")
+
+
+@pytest.fixture(scope="module")
+def resnet_checkpoint(cli_app: typer.Typer, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("resnet") / "resnet20.pt"
+    args = ["train", "--model", "resnet20", "--data", str(dataset), "--width", "0.25", "--epochs", "1"]
+    more = ["--augment", "--schedule", "cosine", "--channels-last", "--weight-decay", "0.001"]
+    result = runner.invoke(cli_app, [*args, *more, "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    bad = runner.invoke(cli_app, [*args, "--device", "gpu", "--out", str(out.with_name("bad.pt"))])
+    assert bad.exit_code == 2 and "unknown device 'gpu'" in bad.stderr
+    assert not out.with_name("bad.pt").exists()
+    return out
+
+
+def test_resnet20_dry_run_lists_units(
+    cli_app: typer.Typer, resnet_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, info = read_checkpoint(resnet_checkpoint)
+    assert info["spec"]["source"] == "resnet20"
+    training = info["training"]
+    assert (training["augment"], training["schedule"], training["weight_decay"]) == (True, "cosine", 0.001)
+    assert training["channels_last"] is True and training["device"] == "cpu"
+    sizes = conv_output_sizes(resnet_checkpoint)
+    assert len(sizes) == 21 and sizes[0] == (8, 8) and sizes[-1] == (2, 2)
+    # branch layer1.0 (c1, c2) scores 0 in both convolutions, branch layer1.1 (c3, c4) only in c3,
+    # the stem (c0) 0 too: it is not removable and stays whatever it scores
+    per_layer = [1.0] * 21
+    per_layer[0] = per_layer[1] = per_layer[2] = per_layer[3] = 0.0
+    stub = layered_scores(sizes, per_layer)
+    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model, *a, **k: stub)
+    args = ["prune", "--model", "res", "--checkpoint", str(resnet_checkpoint), "--dry-run"]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if " u1 " in line)
+    assert "residual branch" in row and "layer1.0" in row and "c1, c2" in row and "removed" in row
+    assert "kept" in next(line for line in lines if " u2 " in line)  # c4 scores above
+    stem = next(line for line in lines if " u0 " in line)
+    assert "not removable" in stem and "stays: its output forks to 2 operations" in stem
+    assert result.stdout.count("removed") == 1 and result.stdout.count("not removable") == 3
+    doc = json.loads(runner.invoke(cli_app, [*args, "--json"]).stdout)
+    assert doc["removed"] == [1, 2] and doc["removed_units"] == [1]
+    assert [u["kind"] for u in doc["units"]].count("residual-branch") == 9
+    doc = json.loads(runner.invoke(cli_app, [*args, "--json", "--select", "last"]).stdout)
+    assert doc["method"] == "last" and doc["removed_units"] == [11] and doc["removed"] == [19, 20]
+
+
+def test_resnet20_prune_and_reload(
+    cli_app: typer.Typer, resnet_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    per_layer = [1.0] * 21
+    per_layer[10] = per_layer[11] = 0.0  # layer2.1
+    stub = layered_scores(conv_output_sizes(resnet_checkpoint), per_layer)
+    monkeypatch.setattr("cnngraph.cli.prune_cmd.fetch_or_compute_scores", lambda ctx, model, *a, **k: stub)
+    out = tmp_path / "out"
+    args = ["prune", "--model", "res", "--checkpoint", str(resnet_checkpoint), "--epochs", "1"]
+    result = runner.invoke(
+        cli_app, [*args, "--batch-size", "16", "--latency-repeats", "2", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "removed 1 of 9 removable units (2 of 21 convolutions)" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [(u["kind"], u["name"], u["convolutions"]) for u in report["units_removed"]] == [
+        ("residual-branch", "layer2.1", [10, 11])
+    ]
+    assert report["rewired"] == []
+    model = load_pruned(out / "pruned.pt")
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 2)
+    sweep = runner.invoke(
+        cli_app,
+        ["sweep", "--model", "res", "--checkpoint", str(resnet_checkpoint), "--gamma-start", "0.5",
+         "--gamma-stop", "1", "--gamma-step", "0.5", "--json"],
+    )  # fmt: skip
+    assert sweep.exit_code == 0, sweep.output
+    rows = json.loads(sweep.stdout)["rows"]
+    assert [(r["units_removed"], r["layers_removed"]) for r in rows] == [(1, 2), (1, 2)]

@@ -1,4 +1,5 @@
-"""Cypher degrees and scores equal the reference computation of the mapping (real server)."""
+"""Cypher degrees and scores equal the reference computation of the mapping (real server), on both
+graph layouts: one relationship per arc and class ('per-class') and one per arc ('compact')."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cnngraph.loader.catalog import drop_model
 from cnngraph.loader.writer import load_network
 from cnngraph.mapping import reference
 from cnngraph.mapping.network import MultilayerNetwork
-from cnngraph.queries import QUERY_NAMES, cypher
+from cnngraph.queries import QUERY_NAMES, cypher, for_layout
 from cnngraph.queries.scoring import (
     AGGREGATORS,
     compute_degrees,
@@ -39,20 +40,30 @@ CASES = {
 }
 
 
+LAYOUTS = ("per-class", "compact")
+
+
 @pytest.fixture(scope="module")
-def loaded(neo4j_driver: Any) -> Iterator[dict[str, tuple[str, MultilayerNetwork]]]:
-    """Every case loaded once under a unique model id; dropped at the end."""
-    out: dict[str, tuple[str, MultilayerNetwork]] = {}
+def loaded_both(neo4j_driver: Any) -> Iterator[dict[tuple[str, str], tuple[str, MultilayerNetwork]]]:
+    """Every case loaded once in each layout under a unique model id; dropped at the end."""
+    out: dict[tuple[str, str], tuple[str, MultilayerNetwork]] = {}
     try:
         for case, kwargs in CASES.items():
             net = synthetic_network(**kwargs)  # type: ignore[arg-type]
-            name = f"test-q-{case}-{uuid.uuid4().hex[:8]}"
-            load_network(neo4j_driver, net, name, batch_size=100)
-            out[case] = (name, net)
+            for layout in LAYOUTS:
+                name = f"test-q-{case}-{layout}-{uuid.uuid4().hex[:8]}"
+                load_network(neo4j_driver, net, name, batch_size=100, layout=layout)
+                out[case, layout] = (name, net)
         yield out
     finally:
         for name, _ in out.values():
             drop_model(neo4j_driver, name)
+
+
+@pytest.fixture(scope="module")
+def loaded(loaded_both: dict[tuple[str, str], tuple[str, MultilayerNetwork]]) -> Any:
+    """The per-class copies, by case."""
+    return {case: value for (case, layout), value in loaded_both.items() if layout == "per-class"}
 
 
 def _positions(net: MultilayerNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,10 +71,13 @@ def _positions(net: MultilayerNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 @pytest.mark.neo4j
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("descriptor", ["mean", "median"])
-def test_degrees_equal_reference(neo4j_driver: Any, loaded: Any, case: str, descriptor: str) -> None:
-    name, net = loaded[case]
+def test_degrees_equal_reference(
+    neo4j_driver: Any, loaded_both: Any, case: str, descriptor: str, layout: str
+) -> None:
+    name, net = loaded_both[case, layout]
     table = compute_degrees(neo4j_driver, name, descriptor)
     expected = reference.degrees(net, descriptor)
     layer, i, j = _positions(net)
@@ -77,40 +91,41 @@ def test_degrees_equal_reference(neo4j_driver: Any, loaded: Any, case: str, desc
 
 
 @pytest.mark.neo4j
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_scores_equal_reference(neo4j_driver: Any, loaded: Any, case: str) -> None:
-    name, net = loaded[case]
+def test_scores_equal_reference(neo4j_driver: Any, loaded_both: Any, case: str, layout: str) -> None:
+    name, net = loaded_both[case, layout]
     scores = compute_scores(neo4j_driver, name)
     assert scores.descriptor == "mean" and scores.model == name
     assert scores.layer_names == tuple(layer.name for layer in net.layers)
     total = reference.degrees(net, "mean").total
-    absolute = net.options["response"] == "conv"
     for aggregator in AGGREGATORS:
-        expected = reference.score(total, aggregator, absolute=absolute)
+        expected = reference.score(total, aggregator)  # |d^h| (METHOD.md sections 4 and 8)
         np.testing.assert_allclose(scores.get(aggregator), expected, rtol=RTOL, atol=ATOL)
     stored = fetch_scores(neo4j_driver, name)
     for aggregator in AGGREGATORS:
         np.testing.assert_array_equal(stored.get(aggregator), scores.get(aggregator))
     np.testing.assert_array_equal(stored.layer, scores.layer)
-    # Size labels D0..D4 for the Browser style: the fifth of the model's [min, max] delta range.
+    # Size labels D0..D4 for the Browser style: the fifth of its own layer that a node's delta
+    # ranks in, ties sharing the lowest: floor(5 * (nodes of the layer with smaller delta) / nodes).
     records, _, _ = neo4j_driver.execute_query(
         "MATCH (p:Position {model: $m}) RETURN p.nid AS nid, [x IN labels(p) WHERE x STARTS WITH 'D'] AS d "
         "ORDER BY nid",
         m=name,
     )
     entropy = scores.get("entropy")
-    spread = np.ptp(entropy)
-    fifths = (
-        np.full(entropy.shape, 4)
-        if spread == 0
-        else np.minimum(4, (5 * (entropy - entropy.min()) / spread).astype(int))
-    )
+    fifths = np.empty(entropy.shape, dtype=np.int64)
+    for k in np.unique(scores.layer):
+        mine = np.flatnonzero(scores.layer == k)
+        smaller = (entropy[mine][None, :] < entropy[mine][:, None]).sum(axis=1)
+        fifths[mine] = 5 * smaller // mine.size
     assert [r["d"] for r in records] == [[f"D{f}"] for f in fifths]
 
 
 @pytest.mark.neo4j
-def test_special_cases_by_hand(neo4j_driver: Any, loaded: Any) -> None:
-    name, net = loaded["zero-class"]
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_special_cases_by_hand(neo4j_driver: Any, loaded_both: Any, layout: str) -> None:
+    name, net = loaded_both["zero-class", layout]
     scores = compute_scores(neo4j_driver, name, "median")
     # Layer-0 nodes that feed the zeroed node of layer 1 have degree 0 in every class: delta = 0.
     dead = np.flatnonzero(net.topology.weight_node == net.topology.node_offsets[1])
@@ -119,7 +134,7 @@ def test_special_cases_by_hand(neo4j_driver: Any, loaded: Any) -> None:
     # Class 0 is all zeros, so at most t-1 = 2 classes share each node: entropy <= ln 2.
     assert scores.get("entropy").max() <= np.log(2) + 1e-12
     assert scores.get("entropy").max() > 0.5
-    name, net = loaded["conv-negative"]
+    name, net = loaded_both["conv-negative", layout]
     assert (net.node_values["mean"] < 0).any()
     assert (compute_scores(neo4j_driver, name).get("mean") >= 0).all()  # |d^h| under response=conv
 
@@ -142,14 +157,21 @@ def test_summary_and_top_nodes(neo4j_driver: Any, loaded: Any) -> None:
 
 
 @pytest.mark.neo4j
-def test_neighbourhood_query(neo4j_driver: Any, loaded: Any) -> None:
-    name, _ = loaded["two-layers"]
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_neighbourhood_query(neo4j_driver: Any, loaded_both: Any, layout: str) -> None:
+    name, net = loaded_both["two-layers", layout]
     records, _, _ = neo4j_driver.execute_query(
         cypher("neighbourhood"), model=name, layer=0, i=2, j=3, **{"class": 1}
     )
-    # An interior node of a 6x6 'same' 3x3 layer feeds the 9 positions around it.
+    # An interior node of a 6x6 'same' 3x3 layer feeds the 9 positions around it, all with the
+    # class-1 value of its weight node (METHOD.md section 3).
     assert len(records) == 9
-    assert all(r["path"].relationships[0]["class"] == 1 for r in records)
+    weight_node = int(net.topology.weight_node[2 * 6 + 3])
+    for descriptor in ("mean", "median"):
+        expected = float(net.node_values[descriptor][1, weight_node])
+        assert [r[descriptor] for r in records] == [expected] * 9
+    stored = [r["path"].relationships[0].get("class") for r in records]
+    assert stored == ([1] * 9 if layout == "per-class" else [None] * 9)
 
 
 @pytest.mark.neo4j
@@ -193,4 +215,9 @@ def test_every_query_is_shipped_and_parameterised() -> None:
         text = cypher(name)
         assert "$model" in text, name
         assert text.lstrip().startswith("//"), f"{name}.cypher starts with an explanation"
-    assert "r[$descriptor]" in cypher("scores") and "IN TRANSACTIONS" in cypher("scores")
+    for name in ("scores", "scores_compact", "degrees", "degrees_compact"):
+        assert "r[$descriptor]" in cypher(name), name
+    assert "IN TRANSACTIONS" in cypher("scores") and "IN TRANSACTIONS" in cypher("scores_compact")
+    assert for_layout("scores", "compact") == cypher("scores_compact")
+    assert for_layout("scores", "per-class") == for_layout("scores", None) == cypher("scores")
+    assert for_layout("top_nodes", "compact") == cypher("top_nodes")

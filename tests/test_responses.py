@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnngraph.errors import ConfigError, ModelError
-from cnngraph.mapping.responses import class_mean_responses, class_responses, filter_median, node_values
+from cnngraph.mapping.responses import (
+    class_mean_responses,
+    class_responses,
+    filter_median,
+    median_by_kthvalue,
+    node_values,
+)
 from cnngraph.mapping.trace import trace_model
 
 
@@ -76,6 +82,14 @@ def test_node_values_mean_and_median_over_filters() -> None:
     assert values["mean"].tolist() == [[4.0]]
     assert values["median"].tolist() == [[2.5]]  # two middle values averaged
     assert filter_median(torch.tensor([5.0, 1.0, 3.0]).view(1, 3, 1, 1)).item() == 3.0
+
+
+@pytest.mark.parametrize("filters", [1, 2, 5, 8])
+def test_both_median_paths_equal_numpy(filters: int) -> None:
+    r = torch.randn(3, filters, 4, 5, generator=torch.Generator().manual_seed(filters))
+    expected = np.median(r.numpy(), axis=1)
+    np.testing.assert_array_equal(filter_median(r).numpy(), expected)  # CPU: numpy itself
+    np.testing.assert_allclose(median_by_kthvalue(r).numpy(), expected, rtol=1e-6)  # the GPU path
 
 
 class FunctionalBlock(nn.Module):

@@ -1,6 +1,9 @@
-"""Layer selection (METHOD.md section 5) on a hand example, and the baselines."""
+"""Layer selection (METHOD.md section 5) on a hand example, unit selection (section 8) against a
+brute-force oracle, and the baselines."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,11 +13,16 @@ from torch import nn
 from cnngraph.errors import ConfigError
 from cnngraph.pruner.select import (
     annotate,
+    last_units,
     parse_layer_rule,
     random_layers,
+    random_units,
     select_layers,
+    select_units,
     weight_norm_layers,
+    weight_norm_units,
 )
+from cnngraph.pruner.units import CHAIN, NOT_REMOVABLE, RESIDUAL, Unit
 from cnngraph.scores import NodeScores
 
 # Three layers: 2x2 with delta 1,1,1,1; 2x2 with 0,0,3,0; 1x1 with 0.5.
@@ -112,3 +120,154 @@ def test_annotate_fills_statistics() -> None:
     assert [r.nodes for r in sel.rows] == [4, 4, 1]
     assert sel.rows[0].mean == 1.0
     assert len(sel.removed) == 1
+
+
+# ---------------------------------------------------------------- units (METHOD.md section 8)
+def unit_list() -> list[Unit]:
+    """A stem (not removable), a two-convolution residual branch, a chain convolution and a
+    projection (not removable): convolutions 0 | 1, 2 | 3 | 4."""
+    return [
+        Unit(0, NOT_REMOVABLE, (0,), ("stem",), "stem", reason="its output forks"),
+        Unit(1, RESIDUAL, (1, 2), ("b.conv1", "b.conv2"), "b", shortcut="identity"),
+        Unit(2, CHAIN, (3,), ("c",), "c"),
+        Unit(3, NOT_REMOVABLE, (4,), ("p",), "p", reason="projection"),
+    ]
+
+
+def random_scores(seed: int, sizes: tuple[int, ...] = (9, 4, 4, 6, 2)) -> NodeScores:
+    rng = np.random.default_rng(seed)
+    layer = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+    delta = rng.random(layer.size) * 2.3
+    delta[rng.random(layer.size) < 0.2] = 0.0
+    zeros = np.zeros(layer.size, dtype=np.int64)
+    return NodeScores(layer, zeros, zeros, {"entropy": delta}, model="random")
+
+
+def oracle_kept(scores: NodeScores, units: list[Unit], gamma: float, stat: str, rule: str) -> list[bool]:
+    """Brute force over every node: the threshold over all nodes, the rule over each unit's union."""
+    delta = [float(v) for v in scores.values["entropy"]]
+    layers = [int(k) for k in scores.layer]
+    centre = sum(delta) / len(delta) if stat == "mean" else float(np.median(delta))
+    th = gamma * centre
+    kept = []
+    for unit in units:
+        mine = [d for d, k in zip(delta, layers, strict=True) if k in unit.convs]
+        hits = sum(1 for d in mine if d > th)
+        if not unit.removable:
+            kept.append(True)
+        elif rule == "any":
+            kept.append(hits >= 1)
+        else:
+            kept.append(hits >= float(rule.split(":")[1]) * len(mine))
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.6"])
+@pytest.mark.parametrize("stat", ["mean", "median"])
+def test_select_units_matches_brute_force(seed: int, rule: str, stat: str) -> None:
+    units = unit_list()
+    scores = random_scores(seed)
+    for gamma in (0.0, 0.8, 1.0, 1.3, 1.7):
+        sel = select_units(scores, units, gamma, threshold_stat=stat, layer_rule=rule)
+        assert [r.kept for r in sel.rows] == oracle_kept(scores, units, gamma, stat, rule)
+        assert sel.kept == tuple(sorted(k for r in sel.rows if r.kept for k in r.convs))
+        assert sel.removed_units == tuple(r.unit for r in sel.rows if not r.kept)
+
+
+def test_select_units_statistics_over_the_union() -> None:
+    # stem 4 nodes at 1.0; branch: conv1 2 nodes at 0, conv2 2 nodes at 3; chain 2 at 0; projection 1 at 4.
+    layer = np.array([0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4], dtype=np.int64)
+    delta = np.array([1, 1, 1, 1, 0, 0, 3, 3, 0, 0, 4], dtype=np.float64)  # mean 14/11
+    zeros = np.zeros(layer.size, dtype=np.int64)
+    scores = NodeScores(layer, zeros, zeros, {"entropy": delta})
+    sel = select_units(scores, unit_list(), 1.0)
+    assert sel.threshold == pytest.approx(14 / 11)
+    stem, branch, chain, projection = sel.rows
+    assert (branch.nodes, branch.selected, branch.mean, branch.min, branch.max) == (4, 2, 1.5, 0.0, 3.0)
+    assert branch.kept and branch.convs == (1, 2) and branch.verdict() == "kept"
+    assert not chain.kept and chain.verdict() == "removed"
+    assert stem.kept and stem.selected == 0 and stem.verdict() == "not removable"  # below th, stays
+    assert projection.kept and projection.reason == "projection"
+    assert sel.removed == (3,) and sel.removed_units == (2,)
+    # fraction 0.6 over the branch's union: 2 of 4 selected is not enough, although conv2 has 2 of 2
+    sel = select_units(scores, unit_list(), 1.0, layer_rule="fraction:0.6")
+    assert sel.removed == (1, 2, 3) and sel.removed_units == (1, 2)
+    assert sel.to_dict()["units"][1]["convolutions"] == [1, 2]
+    with pytest.raises(ConfigError, match="cover 5 layers but the model has 4"):
+        select_units(scores, unit_list()[:3], 1.0)
+
+
+def test_unit_baselines_choose_among_removable_units() -> None:
+    units = [*unit_list(), Unit(4, CHAIN, (5,), ("d",), "d"), Unit(5, RESIDUAL, (6, 7), ("e1", "e2"), "e")]
+    removable = {1, 2, 4, 5}
+    seen = set()
+    for seed in range(12):
+        sel = random_units(units, 2, seed)
+        assert set(sel.removed_units) <= removable and len(sel.removed_units) == 2
+        assert sel.removed_units == random_units(units, 2, seed).removed_units
+        seen.add(sel.removed_units)
+    assert len(seen) > 2
+    assert last_units(units, 1).removed_units == (5,)
+    assert last_units(units, 3).removed_units == (2, 4, 5)
+    assert last_units(units, 3).removed == (3, 5, 6, 7)
+    with pytest.raises(ConfigError, match="cannot remove 5 of 4 removable units"):
+        last_units(units, 5)
+
+
+def test_weight_norm_units_mean_over_the_union() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 2, 1, bias=False)
+            self.b1 = nn.Conv2d(2, 2, 1, bias=False)
+            self.b2 = nn.Conv2d(2, 2, 1, bias=False)
+            self.c = nn.Conv2d(2, 2, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            return self.c(x + self.b2(self.b1(x)))
+
+    model = Net()
+    with torch.no_grad():
+        model.stem.weight.fill_(0.01)  # smallest, but not removable
+        model.b1.weight.fill_(0.1)
+        model.b2.weight.fill_(0.5)  # branch mean |w| 0.3
+        model.c.weight.fill_(0.2)
+    units = [
+        Unit(0, NOT_REMOVABLE, (0,), ("stem",), "stem", reason="forks"),
+        Unit(1, RESIDUAL, (1, 2), ("b1", "b2"), "b", shortcut="identity"),
+        Unit(2, CHAIN, (3,), ("c",), "c"),
+    ]
+    sel = weight_norm_units(model, units, 1)
+    assert sel.removed_units == (2,)
+    assert sel.options["l1_per_parameter"] == pytest.approx([0.3, 0.2])
+    assert sel.options["candidates"] == [1, 2]
+    with torch.no_grad():
+        model.c.weight.fill_(0.4)
+    assert weight_norm_units(model, units, 1).removed_units == (1,)
+
+
+@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.6"])
+def test_layers_plot_shows_what_decided(rule: str, tmp_path: Path) -> None:
+    """Under ``any`` the bars are max delta against the threshold, under ``fraction:q`` the share
+    of selected nodes against q: a removable unit is kept exactly when its bar reaches the line."""
+    from cnngraph.pruner.plots import decision_bars, plot_layers
+
+    for seed in range(3):
+        sel = select_units(random_scores(seed), unit_list(), 1.1, layer_rule=rule)
+        bars, line, label = decision_bars(sel)
+        assert line is not None
+        if rule == "any":
+            assert label == "max delta" and line == sel.threshold
+            reached = bars > line
+        else:
+            assert label == "share of nodes selected" and line == float(rule.split(":")[1])
+            reached = bars >= line
+        for row, bar, hit in zip(sel.rows, bars, reached, strict=True):
+            expected = row.max if rule == "any" else row.selected / row.nodes
+            assert bar == pytest.approx(expected)
+            if row.removable:
+                assert bool(hit) == row.kept
+    path = plot_layers(sel, tmp_path / "layers.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

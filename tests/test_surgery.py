@@ -239,10 +239,35 @@ class Residual(nn.Module):
         return (y + F.relu(self.b(y))).mean(dim=(2, 3))
 
 
-def test_refuses_what_it_cannot_rewire() -> None:
-    # removing 'a' leaves 3 channels to be added to b's 8: there is no consumer to rebuild.
-    with pytest.raises(PruningError, match="cannot be rewired"):
+def test_refuses_what_is_not_removable() -> None:
+    # 'a' feeds both the branch and the addition: removing it would leave 3 channels to add to 8.
+    with pytest.raises(PruningError, match=r"convolution 0 \('a'\) is not removable: its output forks"):
         remove_convolutions(ready(Residual()), X8, [0], "reinit")
+    # 'b' is a residual branch with an identity shortcut: the model becomes y.mean(...)
+    model = ready(Residual())
+    pruned = remove_convolutions(model, X8, [1], "reinit")
+    assert pruned.rewired == () and [u.kind for u in pruned.units] == ["residual-branch"]
+    with torch.no_grad():
+        assert torch.allclose(pruned.module(X8), model.a(X8).mean(dim=(2, 3)))
+
+
+class Scaled(nn.Module):
+    """A chain convolution whose output meets a fixed per-channel scale: nothing can be rebuilt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.scale = nn.Parameter(torch.ones(1, 8, 1, 1))
+        self.b = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x) * self.scale).mean(dim=(2, 3))
+
+
+def test_refuses_what_it_cannot_rewire() -> None:
+    # removing 'a' leaves 3 channels to multiply by an 8-channel scale: there is no consumer to rebuild.
+    with pytest.raises(PruningError, match="cannot be rewired"):
+        remove_convolutions(ready(Scaled()), X8, [0], "reinit")
 
 
 def test_untraceable_model() -> None:

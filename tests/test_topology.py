@@ -13,10 +13,9 @@ from cnngraph.errors import ModelError
 from cnngraph.mapping.geometry import AxisPool
 from cnngraph.mapping.network import LayerInfo
 from cnngraph.mapping.topology import build_topology, topology_for_model
-from cnngraph.mapping.trace import PoolOp
-from cnngraph.models import VGG_CONFIGS
+from cnngraph.models import VGG_CONFIGS, ModelSpec, build_model
 
-POOL = PoolOp("pool", "max", AxisPool(2, 2), AxisPool(2, 2))
+POOL = (AxisPool(2, 2), AxisPool(2, 2))  # a 2x2 stride-2 pooling: rows, cols
 
 
 def same3(index: int, size: int, filters: int = 4) -> LayerInfo:
@@ -41,9 +40,9 @@ def test_pool_pair_has_6m_minus_4_squared_arcs(m: int) -> None:
     assert (topo.weight_node[4 * m * m :] == -1).all()
 
 
-def vgg16_layers(size: int) -> tuple[list[LayerInfo], list[tuple[PoolOp, ...]]]:
+def vgg16_layers(size: int) -> tuple[list[LayerInfo], list[tuple[tuple[AxisPool, AxisPool], ...]]]:
     layers: list[LayerInfo] = []
-    links: list[tuple[PoolOp, ...]] = []
+    links: list[tuple[tuple[AxisPool, AxisPool], ...]] = []
     pending = False
     for item in VGG_CONFIGS["vgg16"]:
         if item == "M":
@@ -70,6 +69,19 @@ def test_vgg16_at_224_has_137788_nodes_and_1221960_arcs() -> None:
     assert topo.arc_offsets.tolist()[:3] == [0, 670**2, 670**2 + 668**2]
     assert topo.weight_node.shape == (137_788,)
     assert (topo.weight_node[: topo.node_offsets[-2]] >= topo.node_offsets[1]).all()
+
+
+def test_traced_vgg16_at_224_gives_the_same_figures() -> None:
+    """The fx path (feeds of the real model) agrees with the closed forms of the chain."""
+    model = build_model(ModelSpec("vgg16", input_size=224, width=0.0625))  # narrow: geometry only
+    topo = topology_for_model(model, (3, 224, 224))
+    layers, links = vgg16_layers(224)
+    chain = build_topology(layers, links)
+    assert (topo.num_nodes, topo.num_arcs) == (137_788, 1_221_960)
+    assert topo.edges() == chain.edges()
+    np.testing.assert_array_equal(topo.arc_src, chain.arc_src)
+    np.testing.assert_array_equal(topo.arc_dst, chain.arc_dst)
+    np.testing.assert_array_equal(topo.pair_weight_node, chain.pair_weight_node)
 
 
 def oracle_arcs(stage: nn.Module, shape: tuple[int, int, int]) -> set[tuple[int, int]]:

@@ -129,3 +129,93 @@ def test_compare_relative_change() -> None:
     assert rows["parameters"].change_pct == pytest.approx(-75.0)
     assert rows["macs"].change_pct == 0.0
     assert rows["epoch_seconds"].change_pct == pytest.approx(-75.0)
+
+
+# ---------------------------------------------------------------- options for longer runs
+def test_augment_batch_is_a_padded_crop_maybe_flipped() -> None:
+    from cnngraph.pruner.training import augment_batch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 2, 6, 5, generator=g) + 0.1  # no zeros inside, so padding shows
+    copy = images.clone()
+    out = augment_batch(images, torch.Generator().manual_seed(5), padding=2)
+    assert torch.equal(images, copy) and out.shape == images.shape
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    flips, offsets = 0, set()
+    for b in range(64):
+        matches = [
+            (dy, dx, flip)
+            for dy in range(5)
+            for dx in range(5)
+            for flip in (False, True)
+            if torch.equal(
+                out[b], (lambda c: c.flip(-1) if flip else c)(padded[b, :, dy : dy + 6, dx : dx + 5])
+            )
+        ]
+        assert matches, b  # every output is one crop of its own padded image, flipped or not
+        flips += matches[0][2]
+        offsets.add(matches[0][:2])
+    assert 16 <= flips <= 48 and len(offsets) > 10
+    again = augment_batch(images, torch.Generator().manual_seed(5), padding=2)
+    assert torch.equal(out, again)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_schedules_per_batch(schedule: str) -> None:
+    from cnngraph.pruner.training import _optimizer, _scheduler
+
+    opt = _optimizer(nn.Linear(2, 2), "sgd", 0.1)
+    scheduler = _scheduler(opt, schedule, 0.1, 100)
+    assert scheduler is not None
+    rates = []
+    for _ in range(100):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert max(rates) == pytest.approx(0.1, rel=1e-3) and rates[-1] < 0.005
+    peak = int(np.argmax(rates))
+    assert (peak == 0) if schedule == "cosine" else (20 <= peak <= 40)  # onecycle warms up for 30%
+    assert _scheduler(opt, "constant", 0.1, 100) is None
+
+
+def test_weight_decay_defaults_and_refusals() -> None:
+    from cnngraph.pruner.training import _optimizer, check_device
+
+    model = nn.Linear(2, 2)
+    assert _optimizer(model, "sgd", 0.1).param_groups[0]["weight_decay"] == 5e-4
+    assert _optimizer(model, "sgd", 0.1, 0.0).param_groups[0]["weight_decay"] == 0.0
+    assert _optimizer(model, "adam", 0.1).param_groups[0]["weight_decay"] == 0.0
+    assert _optimizer(model, "adam", 0.1, 1e-4).param_groups[0]["weight_decay"] == 1e-4
+    data = tiny_data(8)
+    with pytest.raises(ConfigError, match="weight decay"):
+        train(tiny_model(), data, 1, weight_decay=-1.0)
+    with pytest.raises(ConfigError, match="schedule"):
+        train(tiny_model(), data, 1, schedule="step")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        check_device("gpu")
+    assert check_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            check_device("cuda")
+
+
+def test_training_with_every_option_is_seeded() -> None:
+    data = tiny_data(24)
+    a, b, plain = tiny_model(), tiny_model(), tiny_model()
+    for model in (a, b):
+        train(
+            model,
+            data,
+            2,
+            8,
+            0.05,
+            3,
+            augment=True,
+            schedule="onecycle",
+            weight_decay=1e-3,
+            channels_last=True,
+        )
+    train(plain, data, 2, 8, 0.05, seed=3)
+    sa, sb, sp = a.state_dict(), b.state_dict(), plain.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sp[k]) for k in sa)

@@ -8,7 +8,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import (
+    GraphModel,
+    check_output_file,
+    connected,
+    console,
+    handle_errors,
+    neo4j_settings,
+)
 from cnngraph.queries.scoring import DegreeTable, compute_degrees
 
 HEADER = "layer,i,j,class,in,out,total"
@@ -26,6 +33,7 @@ def degrees(
     descriptor: Annotated[str, typer.Option("--descriptor", help="Arc weight: mean or median.")] = "mean",
 ) -> None:
     """Weighted in-, out- and total degree of every node in every class network (degrees.cypher)."""
+    check_output_file(out)
     with connected(ctx) as driver:
         table = compute_degrees(driver, model, descriptor, database=neo4j_settings(ctx).database)
     write_degrees_csv(table, out)

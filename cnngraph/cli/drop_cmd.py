@@ -6,8 +6,10 @@ from typing import Annotated
 
 import typer
 
-from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import GraphModel, connected, console, err_console, handle_errors, neo4j_settings
+from cnngraph.cli.interrupts import between_transactions
 from cnngraph.errors import GraphNotFoundError
+from cnngraph.loader.catalog import DELETE_BATCH
 from cnngraph.queries.scoring import drop_model
 
 
@@ -20,12 +22,26 @@ def drop(
     ctx: typer.Context,
     model: GraphModel,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Relationships deleted per transaction (about).")
+    ] = DELETE_BATCH,
 ) -> None:
-    """Delete a model: its positions, arcs, layers, classes and the model node."""
+    """Delete a model: its positions, arcs, layers, classes and the model node.
+
+    The model is marked 'deleting' first, so an interrupted drop leaves a model that every command
+    refuses; running the same drop again (or a load) finishes it."""
     if not yes and not typer.confirm(f"Delete model '{model}' from Neo4j?"):
         console.print("nothing deleted")
         raise typer.Exit(1)
-    with connected(ctx) as driver:
-        if not drop_model(driver, model, neo4j_settings(ctx).database):
+    with connected(ctx) as driver, between_transactions(_notice) as check_interrupt:
+
+        def after_batch(done: int, total: int) -> None:
+            check_interrupt()  # a Ctrl-C stops here, after a committed batch
+
+        if not drop_model(driver, model, neo4j_settings(ctx).database, batch_size, after_batch):
             raise GraphNotFoundError(f"model '{model}' is not loaded; 'cnngraph models' lists what is")
     console.print(f"dropped model '{model}'")
+
+
+def _notice(message: str) -> None:
+    err_console.print(message, style="yellow", highlight=False, soft_wrap=True)

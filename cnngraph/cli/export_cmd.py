@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnngraph.cli.common import console, handle_errors
+from cnngraph.cli.common import check_output_file, console, handle_errors, load_mapping
 from cnngraph.errors import ConfigError
 
 
@@ -31,14 +31,17 @@ def export_cmd(
 ) -> None:
     """Export one class network, or all of them, to GEXF or GraphML (nodes carry layer, i, j)."""
     from cnngraph.mapping.export import FORMATS, export_gexf, export_graphml
-    from cnngraph.mapping.network import MultilayerNetwork
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
-    network = MultilayerNetwork.load(file)
+    check_output_file(out)
+    network = load_mapping(file)
     chosen = descriptor or str(network.options.get("descriptor", "mean"))
     write = export_gexf if fmt == "gexf" else export_graphml
-    path = write(network, out, classes=class_name, descriptor=chosen)
+    try:
+        path = write(network, out, classes=class_name, descriptor=chosen)
+    except OSError as e:
+        raise ConfigError(f"cannot write '{out}' ({e.strerror or e}); choose a writable place") from e
     count = network.num_classes if class_name == "all" else 1
     console.print(
         f"wrote {path}: {network.topology.num_nodes:,} nodes, {count * network.topology.num_arcs:,} edges",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import console, handle_errors
+from cnngraph.cli.common import console, handle_errors, load_mapping
 
 if TYPE_CHECKING:
     from cnngraph.mapping.network import MultilayerNetwork
@@ -18,12 +18,12 @@ if TYPE_CHECKING:
 def layer_table(rows: list[dict[str, Any]], descriptor: str) -> Table:
     """The per-layer table shared by ``map`` and ``inspect``."""
     table = Table(title=f"layers (node values: {descriptor} over filters, all classes)")
-    for col in ("layer", "name", "filters", "HxW", "nodes", "arcs to next", "mean", "min", "max"):
+    for col in ("layer", "name", "filters", "HxW", "nodes", "arcs out", "arcs in", "mean", "min", "max"):
         table.add_column(col, justify="left" if col == "name" else "right")
     for r in rows:
         table.add_row(
             str(r["layer"]), r["name"], str(r["filters"]), f"{r['height']}x{r['width']}",
-            f"{r['nodes']:,}", f"{r['arcs_to_next']:,}",
+            f"{r['nodes']:,}", f"{r['arcs_out']:,}", f"{r['arcs_in']:,}",
             f"{r['mean_value']:.4g}", f"{r['min_value']:.4g}", f"{r['max_value']:.4g}",
         )  # fmt: skip
     return table
@@ -38,6 +38,14 @@ def print_summary(network: MultilayerNetwork, descriptor: str) -> None:
         f"{summary['nodes']:,} nodes, {summary['arcs_per_class']:,} arcs per class, "
         f"{network.num_classes} classes"
     )
+    subset = network.options.get("class_indices")
+    if subset is not None:
+        console.print(
+            f"class subset: {len(subset)} of the dataset's {network.options.get('dataset_classes')} classes, "
+            f"dataset indices {', '.join(str(h) for h in subset)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(layer_table(summary["layers"], descriptor))
     classes = Table(title="classes")
     classes.add_column("class")
@@ -61,10 +69,9 @@ def inspect_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Print a per-layer summary of a saved mapping: filters, size, nodes, arcs, node values, classes."""
-    from cnngraph.mapping.network import MultilayerNetwork
     from cnngraph.mapping.summary import network_summary
 
-    network = MultilayerNetwork.load(file)
+    network = load_mapping(file)
     chosen = descriptor or str(network.options.get("descriptor", "mean"))
     if as_json:
         typer.echo(json.dumps(network_summary(network, chosen), indent=2))

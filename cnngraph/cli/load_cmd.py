@@ -8,10 +8,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 
-from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings, progress
-from cnngraph.loader.writer import DEFAULT_BATCH, LoadReport, load_network
-from cnngraph.mapping.network import MultilayerNetwork
+from cnngraph.cli.common import (
+    connected,
+    console,
+    err_console,
+    handle_errors,
+    load_mapping,
+    neo4j_settings,
+    progress,
+)
+from cnngraph.cli.interrupts import between_transactions
+from cnngraph.loader.catalog import check_model_name
+from cnngraph.loader.writer import DEFAULT_BATCH, LoadReport, check_layout, load_network
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +35,9 @@ def load(
     name: Annotated[
         str | None,
         typer.Option(
-            "--name", help="Model id in the graph [default: the file name without .npz].", show_default=False
+            "--name",
+            help="Model id in the graph \\[default: the file name without .npz].",
+            show_default=False,
         ),
     ] = None,
     replace: Annotated[
@@ -38,22 +50,38 @@ def load(
         ),
     ] = DEFAULT_BATCH,
     as_json: Annotated[bool, typer.Option("--json", help="Print the load report as JSON.")] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="How arcs are stored: 'per-class' (one relationship per arc and class, the design's "
+            "class layers) or 'compact' (one relationship per arc with per-class weight lists; "
+            "t times fewer relationships, for many classes or big inputs).",
+        ),
+    ] = "per-class",
 ) -> None:
     """Load a multilayer network into Neo4j. Loading the same mapping again changes nothing; an
     interrupted load is completed by running the same command again."""
-    network = MultilayerNetwork.load(file)
-    model = name or file.name.removesuffix(".npz")
+    model = check_model_name(file.name.removesuffix(".npz") if name is None else name)
+    check_layout(layout)
+    network = load_mapping(file)
     settings = neo4j_settings(ctx)
-    with connected(ctx) as driver, progress() as bar:
+    with connected(ctx) as driver, progress() as bar, between_transactions(_notice) as check_interrupt:
         nodes_task = bar.add_task("positions", total=network.topology.num_nodes, rate="")
         arcs_task = bar.add_task("arcs", total=network.topology.num_arcs * network.num_classes, rate="")
         meter = _RateMeter(network.num_classes)
+        deleting: dict[str, TaskID] = {}
 
         def on_batch(phase: str, done: int, total: int) -> None:
-            if phase == "nodes":
+            if phase == "deleting":  # the old graph of --replace (or of an interrupted drop)
+                if not deleting:
+                    deleting["task"] = bar.add_task("deleting old positions", total=total, rate="")
+                bar.update(deleting["task"], completed=done)
+            elif phase == "nodes":
                 bar.update(nodes_task, completed=done)
             else:
                 bar.update(arcs_task, completed=done * network.num_classes, rate=meter.rate(done))
+            check_interrupt()  # a Ctrl-C stops here, after a committed batch
 
         report = load_network(
             driver,
@@ -63,8 +91,13 @@ def load(
             replace=replace,
             batch_size=batch_size,
             progress=on_batch,
+            layout=layout,
         )
     _print(report, as_json)
+
+
+def _notice(message: str) -> None:
+    err_console.print(message, style="yellow", highlight=False, soft_wrap=True)
 
 
 class _RateMeter:
@@ -92,7 +125,10 @@ def _print(report: LoadReport, as_json: bool) -> None:
             "arcs": report.arcs,
             "relationships": report.relationships,
             "seconds": round(report.seconds, 3),
+            "delete_seconds": round(report.delete_seconds, 3),
             "relationships_per_second": round(report.relationships_per_second, 1),
+            "layout": report.layout,
+            "classes": report.classes,
         }
         console.print_json(json.dumps(data))
         return
@@ -102,8 +138,14 @@ def _print(report: LoadReport, as_json: bool) -> None:
         )
         return
     classes = report.relationships // max(report.arcs, 1)
+    deleted = f" (after {report.delete_seconds:.1f} s deleting the old one)" if report.delete_seconds else ""
+    stored = (
+        f"{report.arcs:,} arcs (compact layout: one relationship each, weights of {report.classes} classes)"
+        if report.layout == "compact"
+        else f"{report.relationships:,} arcs ({report.arcs:,} x {classes} classes)"
+    )
     console.print(
-        f"model '{report.model}' {report.status}: {report.nodes:,} positions, {report.relationships:,} arcs "
-        f"({report.arcs:,} x {classes} classes) in {report.seconds:.1f} s, "
-        f"{report.relationships_per_second:,.0f} arcs/s"
+        f"model '{report.model}' {report.status}: {report.nodes:,} positions, {stored} "
+        f"in {report.seconds:.1f} s, {report.relationships_per_second:,.0f} arcs/s{deleted}",
+        soft_wrap=True,
     )

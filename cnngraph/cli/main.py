@@ -34,7 +34,7 @@ def root(
         typer.Option(
             "--password",
             envvar="NEO4J_PASSWORD",
-            help="Neo4j password (omit when auth is off).",
+            help="Neo4j password [default: for the local 'cnngraph server', the one in its state directory].",
             show_default=False,
         ),
     ] = None,
@@ -51,7 +51,10 @@ def root(
     """Neo4j settings shared by every command that talks to the database."""
     # The driver logs connection failures itself; the commands already say them in one line.
     logging.getLogger("neo4j").setLevel(logging.CRITICAL)
-    ctx.obj = Neo4jSettings(uri=uri, user=user, password=password or None, database=database or None)
+    # No password given and the URI is the local 'cnngraph server': its stored password (owner-only).
+    ctx.obj = Neo4jSettings(
+        uri=uri, user=user, password=password or None, database=database or None
+    ).with_local_password()
 
 
 def _register() -> None:

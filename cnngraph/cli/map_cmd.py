@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnngraph.cli.common import console, handle_errors, progress
+from cnngraph.cli.common import check_output_file, console, handle_errors, progress
 from cnngraph.errors import ConfigError
 
 MODEL_HELP = (
@@ -38,6 +38,13 @@ def parse_images_per_class(text: str) -> int | None:
     if n < 1:
         raise ConfigError(f"--images-per-class takes a positive number or 'all', got '{text}'")
     return n
+
+
+def parse_classes(text: str | None) -> list[str] | None:
+    """``'cat, dog'`` -> ``['cat', 'dog']`` (names or indices are told apart against the dataset)."""
+    if text is None:
+        return None
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @handle_errors
@@ -133,6 +140,23 @@ def map_cmd(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 128,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Map only these classes, comma-separated names or indices (e.g. cat,dog or 0,3,7), "
+            "in this order; a name wins over an index that looks the same.",
+            show_default=False,
+        ),
+    ] = None,
+    max_classes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-classes",
+            help="Map only the first N classes of the dataset (keeps a 1000-class model's graph small).",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -147,7 +171,7 @@ def map_cmd(
     mean response of its images. Prints a per-layer summary and writes one .npz file.
     """
     from cnngraph.cli.inspect_cmd import print_summary
-    from cnngraph.datasets import load_dataset
+    from cnngraph.datasets import load_dataset, resolve_classes
     from cnngraph.mapping.api import map_model, used_fewer
     from cnngraph.models import ModelSpec, load_model
 
@@ -156,7 +180,12 @@ def map_cmd(
     model_source, data_source = (None, targets[0]) if len(targets) == 1 else (targets[0], targets[1])
     per_class = parse_images_per_class(images_per_class)
     norm = (parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    if shuffle_seed is not None and shuffle_seed < 0:
+        raise ConfigError(f"--shuffle-seed must be 0 or more, got {shuffle_seed}")
+    check_output_file(out)
     dataset = load_dataset(data_source, split)
+    wanted = parse_classes(classes)
+    resolve_classes(dataset.class_names, wanted, max_classes)  # refuse a bad subset before the model loads
     spec = None
     if model_source is not None:
         c, h, _ = dataset.input_shape
@@ -168,7 +197,9 @@ def map_cmd(
             width=width,
         )
     elif checkpoint is None:
-        raise ConfigError("give MODEL, or a --checkpoint written by 'cnngraph train' that names its model")
+        raise ConfigError(
+            "name the model: 'cnngraph map MODEL DATA', or give a --checkpoint written by 'cnngraph train'"
+        )
     model, spec = load_model(spec, checkpoint)
     with progress() as bar:
         task = bar.add_task("forward passes", total=None, rate="")
@@ -179,7 +210,7 @@ def map_cmd(
         network = map_model(
             model, dataset, images_per_class=per_class, seed=shuffle_seed, response=response,
             descriptor=descriptor, batch_size=batch_size, device=device, normalize=norm, spec=spec,
-            progress=advance,
+            progress=advance, classes=wanted, max_classes=max_classes,
         )  # fmt: skip
     network.options["split"] = split
     network.options["checkpoint"] = str(checkpoint) if checkpoint is not None else None
@@ -187,7 +218,10 @@ def map_cmd(
         console.print(
             f"[yellow]note:[/] class '{name}' has only {used} images; used all of them", highlight=False
         )
-    path = network.save(out)
+    try:
+        path = network.save(out)
+    except OSError as e:
+        raise ConfigError(f"cannot write '{out}' ({e.strerror or e}); choose a writable place") from e
     print_summary(network, descriptor)
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 

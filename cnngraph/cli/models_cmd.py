@@ -11,7 +11,11 @@ from rich.table import Table
 from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings
 from cnngraph.queries.scoring import list_models
 
-COLUMNS = ("id", "architecture", "layers", "classes", "positions", "arcs", "status", "scored", "created")
+COLUMNS = (
+    "id", "architecture", "layout", "layers", "classes", "positions", "arcs", "relationships", "status",
+    "scored", "created",
+)  # fmt: skip
+NUMERIC = ("layers", "classes", "positions", "arcs", "relationships")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,20 +38,18 @@ def models(
         return
     table = Table(title="models in Neo4j")
     for column in COLUMNS:
-        table.add_column(
-            column, justify="right" if column in ("layers", "classes", "positions", "arcs") else "left"
-        )
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
     for row in rows:
         table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c] or "") for c in COLUMNS))
     console.print(table)
 
 
 def summarise(props: dict[str, Any]) -> dict[str, Any]:
-    """The listing's fields; a partly loaded model shows how far it got."""
-    arcs = int(props.get("num_relationships", 0))
+    """The listing's fields; a model being loaded shows how far it got (arcs written of all arcs)."""
+    arcs = int(props.get("num_arcs", 0))
     status = str(props.get("status", "?"))
-    if status != "complete":
-        done = int(props.get("arcs_loaded", 0)) * int(props.get("num_classes", 0))
+    if status == "loading":
+        done = int(props.get("arcs_loaded", 0))
         status = f"{status} {100.0 * done / arcs if arcs else 0.0:.0f}%"
     return {
         "id": props.get("id"),
@@ -55,7 +57,9 @@ def summarise(props: dict[str, Any]) -> dict[str, Any]:
         "layers": int(props.get("num_layers", 0)),
         "classes": int(props.get("num_classes", 0)),
         "positions": int(props.get("num_nodes", 0)),
+        "layout": props.get("layout", "per-class"),
         "arcs": arcs,
+        "relationships": int(props.get("num_relationships", 0)),
         "status": status,
         "scored": props.get("scored_descriptor"),
         "created": str(props.get("created", ""))[:19],

@@ -1,16 +1,18 @@
-"""``cnngraph prune``: select layers by their scores in Neo4j, remove them, fine-tune, compare."""
+"""``cnngraph prune``: select units by their scores in Neo4j, remove them, fine-tune, compare."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
 from cnngraph.cli.train_cmd import training_progress
-from cnngraph.errors import ConfigError, GraphNotFoundError, Neo4jError
+from cnngraph.errors import ConfigError, PruningError
 
 GammaOpt = Annotated[
     float, typer.Option("--gamma", help="Threshold factor: th = gamma x stat(delta) over all nodes.")
@@ -27,27 +29,79 @@ AggregatorOpt = Annotated[
 ]
 
 
-def fetch_or_compute_scores(ctx: typer.Context, model: str) -> Any:
-    """The model's node scores from Neo4j; computed there first when none are stored yet."""
-    from cnngraph.queries.scoring import compute_scores, fetch_scores
+def fetch_or_compute_scores(ctx: typer.Context, model: str, net: Any = None, write: bool = True) -> Any:
+    """The model's node scores from Neo4j; computed there first when none are stored yet.
+
+    Refuses, before computing or writing anything, a model that is not completely loaded and (given
+    the checkpoint's ``net``) a graph whose layers are not the checkpoint's convolutions. With
+    ``write=False`` (``prune --dry-run``) missing scores are computed in memory, not stored.
+    """
+    from cnngraph.loader.catalog import require_model
+    from cnngraph.queries.scoring import compute_scores, fetch_scores, preview_scores
 
     database = neo4j_settings(ctx).database
     with connected(ctx) as driver:
-        try:
+        props = require_model(driver, model, database)
+        if net is not None:
+            _check_layer_count(net, model, int(props.get("num_layers", 0)))
+        if props.get("scored_descriptor") is not None:
             return fetch_scores(driver, model, database=database)
-        except GraphNotFoundError:
-            raise
-        except Neo4jError:
-            console.print(f"no stored scores for '{model}'; computing them in Neo4j", style="dim")
-            return compute_scores(driver, model, database=database)
+        if not write:
+            console.print(f"no stored scores for '{model}'; computing them in memory (dry run)", style="dim")
+            return preview_scores(driver, model, database=database)
+        console.print(f"no stored scores for '{model}'; computing them in Neo4j", style="dim")
+        return compute_scores(driver, model, database=database)
 
 
-def load_trained(checkpoint: Path, data: str | None) -> tuple[Any, Any, Any, Any]:
-    """``(model, spec, train_data, test_data)`` with the split recorded by 'cnngraph train'."""
-    from cnngraph.models import load_model, read_checkpoint
+def _check_layer_count(net: Any, model: str, layers: int) -> None:
+    """The graph's layers must be the checkpoint's convolutions (the check prune repeats on scores)."""
+    from cnngraph.pruner.units import conv_names
+
+    convolutions = len(conv_names(net))
+    if layers != convolutions:
+        raise PruningError(
+            f"graph model '{model}' has {layers} layers but the checkpoint's model has "
+            f"{convolutions} convolutions; map and load this checkpoint first"
+        )
+
+
+ArchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture of a checkpoint not written by 'cnngraph train', as 'cnngraph map' takes MODEL "
+        "\\[default: the checkpoint's, else the one recorded with the mapping in Neo4j].",
+        show_default=False,
+    ),
+]
+
+
+def recorded_spec(ctx: typer.Context, model: str) -> dict[str, Any] | None:
+    """The model spec 'cnngraph map' recorded on the graph's ``:Model`` node, if it recorded one."""
+    from cnngraph.loader.catalog import require_model
+
+    with connected(ctx) as driver:
+        props = require_model(driver, model, neo4j_settings(ctx).database, complete=False)
+    try:
+        description = json.loads(str(props.get("description") or "{}"))
+    except ValueError:
+        return None
+    spec = description.get("spec") if isinstance(description, dict) else None
+    return spec if isinstance(spec, dict) and isinstance(spec.get("source"), str) else None
+
+
+def load_trained(
+    ctx: typer.Context, model: str, checkpoint: Path, data: str | None, arch: str | None = None
+) -> tuple[Any, Any, Any, Any]:
+    """``(net, spec, train_data, test_data)`` for a checkpoint, from 'cnngraph train' or elsewhere.
+
+    The data split is the one the checkpoint records, else ``--data`` (a seeded 80/20 split).
+    The architecture is ``--arch``, else the checkpoint's, else the one recorded with the mapping,
+    so every model that 'cnngraph map' took (a plain state dict included) can be pruned.
+    """
+    from cnngraph.models import ModelSpec, load_model, read_checkpoint
     from cnngraph.pruner.data import DataSplit, load_split
 
-    net, spec = load_model(None, checkpoint)
     _, info = read_checkpoint(checkpoint)
     recorded = info.get("data")
     if isinstance(recorded, dict) and "source" in recorded:
@@ -57,27 +111,45 @@ def load_trained(checkpoint: Path, data: str | None) -> tuple[Any, Any, Any, Any
     else:
         raise ConfigError(f"checkpoint '{checkpoint}' records no dataset; give --data")
     train_data, test_data = load_split(split)
+    own = info.get("spec") if isinstance(info.get("spec"), dict) else None
+    base = own if own is not None else recorded_spec(ctx, model)
+    if arch is not None:
+        c, h, _ = train_data.input_shape
+        defaults = {"num_classes": len(train_data.class_names), "in_channels": c, "input_size": h}
+        spec = ModelSpec.from_dict({**defaults, **(base or {}), "source": arch})
+    elif base is not None:
+        spec = ModelSpec.from_dict(base)
+    else:
+        raise ConfigError(
+            f"checkpoint '{checkpoint}' does not say which model it is and the mapping of '{model}' "
+            "recorded none; give --arch (as 'cnngraph map' took MODEL)"
+        )
+    net, spec = load_model(spec, checkpoint)
     return net, spec, train_data, test_data
 
 
 def selection_table(selection: Any) -> Table:
-    """Per layer: nodes, selected nodes, delta statistics and the verdict."""
+    """One row per unit: kind, convolutions, nodes, selected nodes, delta statistics, the verdict.
+
+    A chain convolution, a residual branch with its convolutions, or a convolution that is not
+    removable, with why.
+    """
     th = "" if selection.threshold is None else f", threshold {selection.threshold:.6g}"
-    table = Table(title=f"Layer selection ({selection.method}{th})")
-    for name in ("layer", "name", "nodes", "selected", "mean delta", "min delta", "max delta", ""):
-        table.add_column(name, justify="left" if name in ("name", "") else "right")
+    table = Table(title=f"Unit selection ({selection.method}{th})")
+    columns = ("unit", "kind", "name", "convolutions", "nodes", "selected", "mean delta", "min delta",
+               "max delta", "verdict")  # fmt: skip
+    left = ("kind", "name", "convolutions", "verdict")
+    for name in columns:
+        table.add_column(name, justify="left" if name in left else "right")
+    styles = {"kept": "[green]kept[/]", "removed": "[red]removed[/]"}
     for r in selection.rows:
-        verdict = "[green]kept[/]" if r.kept else "[red]removed[/]"
+        kind = {"chain": "chain conv", "residual-branch": "residual branch"}.get(r.kind, "not removable")
+        convs = ", ".join(f"c{k}" for k in r.convs)
+        verdict = styles.get(r.verdict(), f"[dim]stays: {escape(r.reason)}[/]")
         table.add_row(
-            f"c{r.layer}",
-            r.name,
-            str(r.nodes),
-            str(r.selected),
-            f"{r.mean:.5g}",
-            f"{r.min:.5g}",
-            f"{r.max:.5g}",
-            verdict,
-        )
+            f"u{r.unit}", kind, escape(r.name), convs, str(r.nodes), str(r.selected),
+            f"{r.mean:.5g}", f"{r.min:.5g}", f"{r.max:.5g}", verdict,
+        )  # fmt: skip
     return table
 
 
@@ -98,13 +170,16 @@ def comparison_table(rows: list[Any]) -> Table:
 def prune_cmd(
     ctx: typer.Context,
     model: GraphModel,
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint written by 'cnngraph train'.")],
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="State-dict checkpoint ('cnngraph train' or your own).")
+    ],
     data: Annotated[
         str | None,
         typer.Option(
             "--data", help="Dataset (default: the one recorded in the checkpoint).", show_default=False
         ),
     ] = None,
+    arch: ArchOpt = None,
     gamma: GammaOpt = 1.0,
     stat: StatOpt = "mean",
     rule: RuleOpt = "any",
@@ -112,7 +187,9 @@ def prune_cmd(
     select: Annotated[
         str,
         typer.Option(
-            "--select", help="entropy (by score), random or weight-norm (baselines removing as many layers)."
+            "--select",
+            help="entropy (by score), or a baseline removing as many removable units: random, "
+            "weight-norm (smallest mean |weight|) or last (the deepest).",
         ),
     ] = "entropy",
     seed: Annotated[int, typer.Option("--seed", help="Seed of fine-tuning and of --select random.")] = 0,
@@ -145,8 +222,8 @@ def prune_cmd(
         latency_repeats=latency_repeats,
     )  # fmt: skip
     options.check()
-    net, spec, train_data, test_data = load_trained(checkpoint, data)
-    scores = fetch_or_compute_scores(ctx, model)
+    net, spec, train_data, test_data = load_trained(ctx, model, checkpoint, data, arch)
+    scores = fetch_or_compute_scores(ctx, model, net, write=not dry_run)
     check_layers(net, scores)
     if dry_run:
         selection = choose_layers(net, scores, options)
@@ -166,8 +243,9 @@ def prune_cmd(
 
     console.print(selection_table(result.selection))
     console.print(comparison_table(compare(result.original, result.result)))
-    console.print(f"removed {len(result.pruned.removed)} of {len(result.pruned.conv_names)} convolutions; "
-                  f"outputs in [bold]{out}[/]")  # fmt: skip
+    units, convs = len(result.pruned.units), len(result.pruned.removed)
+    console.print(f"removed {units} of {result.selection.num_removable} removable units ({convs} of "
+                  f"{len(result.pruned.conv_names)} convolutions); outputs in [bold]{out}[/]")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

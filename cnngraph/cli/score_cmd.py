@@ -10,7 +10,14 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
+from cnngraph.cli.common import (
+    GraphModel,
+    check_output_file,
+    connected,
+    console,
+    handle_errors,
+    neo4j_settings,
+)
 from cnngraph.cli.degrees_cmd import write_csv
 from cnngraph.queries.scoring import AGGREGATORS, compute_scores, layer_summary
 from cnngraph.scores import NodeScores
@@ -31,13 +38,15 @@ def score(
     descriptor: Annotated[
         str | None,
         typer.Option(
-            "--descriptor", help="Arc weight: mean or median [default: the mapping's].", show_default=False
+            "--descriptor", help="Arc weight: mean or median \\[default: the mapping's].", show_default=False
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-layer summary as JSON.")] = False,
 ) -> None:
     """Score every node by the entropy of its degrees across class networks (scores.cypher); the
     scores are stored on the nodes as delta, delta_entropy, delta_mean, delta_participation."""
+    if out is not None:
+        check_output_file(out)
     database = neo4j_settings(ctx).database
     with connected(ctx) as driver:
         scores = compute_scores(driver, model, descriptor, database=database)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import console, handle_errors
+from cnngraph.cli.common import console, err_console, handle_errors
 from cnngraph.errors import ServerError
 from cnngraph.server import local
 
@@ -22,7 +22,7 @@ StateDir = Annotated[
     typer.Option(
         "--state-dir",
         envvar="CNNGRAPH_STATE_DIR",
-        help="Folder for the store, PID file and log [default: ~/.local/state/cnngraph].",
+        help="Folder for the store, PID file, log and password \\[default: ~/.local/state/cnngraph].",
         show_default=False,
     ),
 ]
@@ -36,13 +36,19 @@ HttpPort = Annotated[
 
 
 def _config(
-    state_dir: Path | None, bolt_port: int, http_port: int, password: str | None = None, **kw: str
+    state_dir: Path | None,
+    bolt_port: int,
+    http_port: int,
+    password: str | None = None,
+    auth: bool = True,
+    **kw: str,
 ) -> local.ServerConfig:
     return local.ServerConfig(
         state_dir=(state_dir or local.default_state_dir()).resolve(),
         bolt_port=bolt_port,
         http_port=http_port,
         password=password,
+        auth=auth,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -58,32 +64,72 @@ def start_cmd(
         typer.Option(
             "--password",
             envvar="NEO4J_PASSWORD",
-            help="Turn auth on with this password for user 'neo4j' (8+ characters). Without it auth is off.",
+            help="Password of user 'neo4j' (8+ characters) \\[default: the one stored in the state "
+            "directory, generated at the first start].",
             show_default=False,
         ),
     ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Turn auth off: then any local program, and any web page open in a browser here, can run "
+            "Cypher over Bolt.",
+        ),
+    ] = False,
     heap: Annotated[str, typer.Option(help="JVM heap (-Xms/-Xmx).")] = "1g",
     pagecache: Annotated[str, typer.Option(help="Neo4j page cache size.")] = "512m",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for Bolt to answer.")] = 180.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait until Neo4j is ready (a large store recovers for minutes after a crash); "
+            "a server still starting then keeps running."
+        ),
+    ] = local.DEFAULT_TIMEOUT,
 ) -> None:
-    """Build the launcher if needed, start Neo4j in the background and wait until Bolt answers."""
+    """Build the launcher if needed, start Neo4j in the background and wait until Bolt answers.
+
+    Auth is on: the password of user 'neo4j' is generated at the first start and kept, owner-only,
+    in the state directory, where every cnngraph command finds it (NEO4J_PASSWORD overrides it).
+    """
+    if no_auth and password is not None:
+        raise ServerError("give either --password or --no-auth, not both (NEO4J_PASSWORD sets --password)")
     if password is not None and len(password) < 8:
         raise ServerError("the Neo4j password must have at least 8 characters")
-    config = _config(state_dir, bolt_port, http_port, password, heap=heap, pagecache=pagecache)
+    config = _config(
+        state_dir, bolt_port, http_port, password, auth=not no_auth, heap=heap, pagecache=pagecache
+    )
+    if no_auth:
+        err_console.print(
+            "[bold yellow]warning:[/] auth is OFF: any program on this machine, and any web page open in a "
+            "browser here, can read and change this database over Bolt",
+            highlight=False,
+            soft_wrap=True,
+        )
     with console.status("starting Neo4j (the first start builds the launcher with Maven)..."):
         info = local.start(config, timeout=timeout)
+    auth = f"auth on (user neo4j, password in {config.password_file})" if info.auth else "auth OFF"
     console.print(
         f"Neo4j started in {info.startup_seconds:.1f} s (pid {info.pid}): {info.bolt_uri}, "
-        f"Browser {info.browser_url}, auth {'on' if info.auth else 'off'}"
+        f"Browser {info.browser_url}, {auth}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
 @server_app.command("stop")
 @handle_errors
 def stop_cmd(state_dir: StateDir = None, bolt_port: BoltPort = 7687, http_port: HttpPort = 7474) -> None:
-    """Stop the server started from this state directory (by its recorded PID)."""
-    pid = local.stop(_config(state_dir, bolt_port, http_port))
-    console.print("no cnngraph Neo4j is running" if pid is None else f"Neo4j stopped (pid {pid})")
+    """Stop the server started from this state directory (only a process running its store)."""
+    config = _config(state_dir, bolt_port, http_port)
+    pid = local.stop(config)
+    console.print(
+        f"no cnngraph Neo4j is running from {config.state_dir}"
+        if pid is None
+        else f"Neo4j stopped (pid {pid})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @server_app.command("status")
@@ -98,12 +144,18 @@ def status_cmd(
     config = _config(state_dir, bolt_port, http_port, password)
     info = local.status(config)
     if info is None:
-        console.print(f"no cnngraph Neo4j is running from {config.state_dir}")
+        console.print(
+            f"no cnngraph Neo4j is running from {config.state_dir}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1)
     try:
-        version = local.server_version(info.bolt_uri, password if info.auth else None)
+        version = local.server_version(
+            info.bolt_uri, (password or local.stored_password(config)) if info.auth else None
+        )
     except Exception as e:  # the process runs but does not answer: report it, do not crash
-        version = f"not answering ({type(e).__name__})"
+        version = (
+            f"not answering ({type(e).__name__}){'' if info.ready else '; still starting or recovering'}"
+        )
     table = Table(show_header=False, box=None)
     for key, value in [
         ("pid", str(info.pid)),
@@ -111,11 +163,11 @@ def status_cmd(
         ("browser", info.browser_url),
         ("version", version),
         ("store", info.store),
-        ("auth", "on" if info.auth else "off"),
+        ("auth", f"on (password in {config.password_file})" if info.auth else "OFF"),
         ("log", str(config.log_file)),
     ]:
         table.add_row(f"[bold]{key}", value)
-    console.print(table)
+    console.print(table, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""``cnngraph sweep``: layers removed (and accuracy after a short fine-tune) over a range of gamma."""
+"""``cnngraph sweep``: units removed (and accuracy after a short fine-tune) over a range of gamma."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cnngraph.cli import prune_cmd
 from cnngraph.cli.common import GraphModel, console, handle_errors
-from cnngraph.cli.prune_cmd import AggregatorOpt, RuleOpt, StatOpt, load_trained
+from cnngraph.cli.prune_cmd import AggregatorOpt, ArchOpt, RuleOpt, StatOpt, load_trained
 from cnngraph.cli.train_cmd import training_progress
 from cnngraph.errors import ConfigError
 
@@ -28,6 +28,7 @@ def sweep_cmd(
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset (default: the checkpoint's).", show_default=False)
     ] = None,
+    arch: ArchOpt = None,
     gamma_start: Annotated[float, typer.Option("--gamma-start", help="First gamma.")] = 0.0,
     gamma_stop: Annotated[float, typer.Option("--gamma-stop", help="Last gamma (inclusive).")] = 2.0,
     gamma_step: Annotated[float, typer.Option("--gamma-step", help="Step between gammas.")] = 0.1,
@@ -51,7 +52,11 @@ def sweep_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """How many layers each gamma removes; with --finetune-epochs also the accuracy it leaves."""
+    """How many units each gamma removes; with --finetune-epochs also the accuracy it leaves.
+
+    The units (chain convolutions, residual branches) come from the checkpoint's model; without
+    --checkpoint every convolution counts as a chain unit, which is right for VGG-style models.
+    """
     from cnngraph.pruner import plots
     from cnngraph.pruner.pipeline import PruneOptions, check_layers
     from cnngraph.pruner.report import dumps, staged_directory, write_json
@@ -68,35 +73,37 @@ def sweep_cmd(
     options.check()
     net = train_data = test_data = None
     if checkpoint is not None:
-        net, _, train_data, test_data = load_trained(checkpoint, data)
-    scores = prune_cmd.fetch_or_compute_scores(ctx, model)
+        net, _, train_data, test_data = load_trained(ctx, model, checkpoint, data, arch)
+    scores = prune_cmd.fetch_or_compute_scores(ctx, model, net)
     if net is not None:
         check_layers(net, scores)
     bar, update = training_progress("sweeping gamma")
     with bar:
         rows = sweep(scores, gammas, options, net, train_data, test_data, finetune_epochs, update)
-    document = {"model": model, "options": options.to_dict(), "rows": [r.to_dict() for r in rows]}
+    document = {
+        "model": model,
+        "options": options.to_dict(),
+        "units": "model" if net is not None else "every convolution a chain unit",
+        "rows": [r.to_dict() for r in rows],
+    }
     if out is not None:
         with staged_directory(out) as tmp:
             write_json(tmp / "sweep.json", document)
             accuracy = [r.accuracy for r in rows] if finetune_epochs > 0 else None
-            plots.plot_sweep(gammas, [len(r.removed) for r in rows], tmp / "sweep.png", accuracy)
+            plots.plot_sweep(gammas, [len(r.removed_units) for r in rows], tmp / "sweep.png", accuracy)
     if as_json:
         console.print_json(dumps(document))
         return
     table = Table(title=f"gamma sweep of '{model}' ({aggregator}, {stat}, rule {rule})")
-    for name in ("gamma", "threshold", "layers removed", "removed", "accuracy"):
+    if net is None:
+        table.caption = "no --checkpoint: every convolution counted as a chain unit (VGG-style)"
+    for name in ("gamma", "threshold", "units removed", "convolutions removed", "removed", "accuracy"):
         table.add_column(name, justify="left" if name == "removed" else "right")
-    layers = scores.num_layers
     for r in rows:
         acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
         th = "-" if r.threshold is None else f"{r.threshold:.5g}"
-        removed = (
-            "every layer (prune refuses)"
-            if len(r.removed) == layers
-            else ",".join(f"c{k}" for k in r.removed)
-        )
-        table.add_row(f"{r.gamma:g}", th, str(len(r.removed)), removed, acc)
+        removed = "every layer (prune refuses)" if r.every_layer else ",".join(f"c{k}" for k in r.removed)
+        table.add_row(f"{r.gamma:g}", th, str(len(r.removed_units)), str(len(r.removed)), removed, acc)
     console.print(table)
     if out is not None:
         console.print(f"wrote [bold]{out / 'sweep.json'}[/] and [bold]{out / 'sweep.png'}[/]")

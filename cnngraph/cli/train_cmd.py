@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import console, handle_errors, progress
+from cnngraph.cli.common import check_output_file, console, handle_errors, progress
 from cnngraph.errors import ConfigError, DataError
 
 
@@ -46,7 +46,8 @@ def train_cmd(
         str,
         typer.Option(
             "--model",
-            help="vgg11|vgg13|vgg16|small_cnn, torchvision:NAME, package.module:factory or file.py:factory.",
+            help="vgg11|vgg13|vgg16|small_cnn|resnet20|resnet56, torchvision:NAME, package.module:factory "
+            "or file.py:factory.",
         ),
     ] = "small_cnn",
     data: Annotated[
@@ -80,6 +81,23 @@ def train_cmd(
     width: Annotated[
         float, typer.Option("--width", help="Width multiplier of a reference architecture.")
     ] = 1.0,
+    augment: Annotated[
+        bool,
+        typer.Option("--augment", help="Random crop (4-px zero padding) and horizontal flip of each image."),
+    ] = False,
+    schedule: Annotated[
+        str, typer.Option("--schedule", help="Learning rate per batch: constant, cosine or onecycle.")
+    ] = "constant",
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            "--weight-decay", help="Weight decay \\[default: 5e-4 with sgd, 0 with adam].", show_default=False
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="Where to train: cpu, cuda, cuda:1, mps.")] = "cpu",
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Train in the channels_last memory format.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON instead of tables.")
     ] = False,
@@ -95,12 +113,16 @@ def train_cmd(
     from cnngraph.pruner.data import DataSplit, load_split
     from cnngraph.pruner.metrics import evaluate as evaluate_model
     from cnngraph.pruner.metrics import measure
-    from cnngraph.pruner.training import train
+    from cnngraph.pruner.training import check_device, train
 
     if width <= 0:
         raise ConfigError(f"--width must be > 0, got {width}")
     if epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {seed}")
+    check_output_file(out)
+    check_device(device)
     data_split = DataSplit(data, split, test_split, test_fraction, seed)
     train_data, test_data = load_split(data_split)
     c, h, w = train_data.input_shape
@@ -112,8 +134,12 @@ def train_cmd(
         net = build_model(spec)
     bar, update = training_progress(f"training {model}")
     with bar:
-        history = train(net, train_data, epochs, batch_size, lr, seed, progress=update, optimizer=optimizer)
-    metrics = evaluate_model(net, test_data)
+        history = train(
+            net, train_data, epochs, batch_size, lr, seed, device, update, optimizer,
+            augment=augment, schedule=schedule, weight_decay=weight_decay, channels_last=channels_last,
+        )  # fmt: skip
+    metrics = evaluate_model(net, test_data, device=device)
+    net.to("cpu").to(memory_format=torch.contiguous_format)  # cost is measured, weights saved, on CPU
     cost = measure(net, train_data.input_shape)
     summary = {**metrics.to_dict(), **cost.to_dict(), "epoch_seconds": history.mean_epoch_seconds}
     summary.pop("confusion")
@@ -128,6 +154,11 @@ def train_cmd(
             "lr": lr,
             "optimizer": optimizer,
             "seed": seed,
+            "augment": augment,
+            "schedule": schedule,
+            "weight_decay": weight_decay,
+            "device": device,
+            "channels_last": channels_last,
         },
         "history": history.to_dict(),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from neo4j import Driver, GraphDatabase
 from neo4j import exceptions as neo4j_exc
 
@@ -39,6 +41,13 @@ def translate(error: BaseException, settings: Neo4jSettings) -> BaseException:
             f"Neo4j at {settings.uri} refused user '{settings.user}': wrong or missing password; "
             "set NEO4J_USER / NEO4J_PASSWORD"
         )
+    tls = _tls_failure(error)
+    if tls is not None and isinstance(error, neo4j_exc.DriverError | OSError):
+        return Neo4jError(
+            f"TLS with Neo4j at {settings.uri} failed ({tls}); the server may not offer TLS (a local "
+            "'cnngraph server' does not: use bolt:// or neo4j://) or its certificate is not trusted "
+            "(bolt+ssc:// or neo4j+ssc:// accept a self-signed one)"
+        )
     if isinstance(error, neo4j_exc.ServiceUnavailable | OSError):
         return Neo4jError(
             f"cannot reach Neo4j at {settings.uri}; start one with 'cnngraph server start' "
@@ -49,3 +58,18 @@ def translate(error: BaseException, settings: Neo4jSettings) -> BaseException:
     if isinstance(error, neo4j_exc.DriverError):
         return Neo4jError(f"Neo4j driver error talking to {settings.uri}: {error}")
     return error
+
+
+def _tls_failure(error: BaseException, depth: int = 0) -> str | None:
+    """The TLS error (``ssl.SSLError``) somewhere in ``error``'s causes, said briefly; else None."""
+    if depth > 8:
+        return None
+    if isinstance(error, ssl.SSLError):
+        return f"{type(error).__name__}: {error.reason or error.strerror or error}"
+    nested = list(error.exceptions) if isinstance(error, BaseExceptionGroup) else []
+    for inner in [error.__cause__, error.__context__, *nested]:
+        if inner is not None and inner is not error:
+            found = _tls_failure(inner, depth + 1)
+            if found is not None:
+                return found
+    return None

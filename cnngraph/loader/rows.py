@@ -25,8 +25,10 @@ def checksum(network: MultilayerNetwork) -> str:
         "options": network.options,
         "model": network.model,
     }
+    meta["edge_via"] = list(topo.edge_via)
+    arrays = [topo.node_offsets, topo.arc_src, topo.arc_dst, topo.arc_offsets, topo.edge_src, topo.edge_dst]
+    arrays += [topo.weight_offsets, topo.pair_weight_node]
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    arrays = [topo.node_offsets, topo.arc_src, topo.arc_dst, topo.arc_offsets, topo.weight_node]
     arrays.append(np.asarray(network.images_per_class))
     arrays += [network.node_values[d] for d in sorted(network.node_values)]
     for array in arrays:
@@ -41,8 +43,11 @@ def stored_descriptors(network: MultilayerNetwork) -> list[str]:
     return [d for d in DESCRIPTORS if d in network.node_values]
 
 
-def model_properties(network: MultilayerNetwork, model: str, digest: str) -> dict[str, Any]:
-    """Properties of the ``:Model`` node: what the model is, how it was mapped, load progress."""
+def model_properties(
+    network: MultilayerNetwork, model: str, digest: str, layout: str = "per-class"
+) -> dict[str, Any]:
+    """Properties of the ``:Model`` node: what the model is, how it was mapped, how its arcs are
+    stored (``layout``), load progress."""
     description = network.model
     descriptors = stored_descriptors(network)
     descriptor = str(network.options.get("descriptor", descriptors[0] if descriptors else "mean"))
@@ -61,7 +66,8 @@ def model_properties(network: MultilayerNetwork, model: str, digest: str) -> dic
         "num_nodes": network.topology.num_nodes,
         "num_arcs": network.topology.num_arcs,
         "num_classes": network.num_classes,
-        "num_relationships": network.topology.num_arcs * network.num_classes,
+        "num_relationships": network.topology.num_arcs * (1 if layout == "compact" else network.num_classes),
+        "layout": layout,
         "checksum": digest,
         "status": "loading",
         "nodes_loaded": 0,
@@ -93,6 +99,11 @@ def layer_rows(network: MultilayerNetwork) -> list[dict[str, Any]]:
         }
         for layer in network.layers
     ]
+
+
+def feed_rows(network: MultilayerNetwork) -> list[dict[str, Any]]:
+    """One map per ``(:Layer)-[:FEEDS]->(:Layer)`` of the layer DAG: ``src``, ``dst``, ``via``, ``arcs``."""
+    return network.topology.edges()
 
 
 def class_rows(network: MultilayerNetwork) -> list[dict[str, Any]]:
@@ -145,4 +156,15 @@ def arc_batch(network: MultilayerNetwork, start: int, stop: int) -> dict[str, An
             params[key] = weights.T.astype(np.float64).ravel().tolist()
         else:
             params[key] = None
+    return params
+
+
+def compact_arc_batch(network: MultilayerNetwork, start: int, stop: int) -> dict[str, Any]:
+    """:func:`arc_batch` plus the nid ranges ``src_lo..src_hi``, ``dst_lo..dst_hi`` that its arcs join
+    (the compact statement reads each range with one index seek)."""
+    params = arc_batch(network, start, stop)
+    topo = network.topology
+    for end, column in (("src", topo.arc_src[start:stop]), ("dst", topo.arc_dst[start:stop])):
+        params[f"{end}_lo"] = int(column.min()) if column.size else 0
+        params[f"{end}_hi"] = int(column.max()) if column.size else -1
     return params

@@ -4,6 +4,7 @@ Graph model (docs/GRAPH.md)::
 
     (:Model {id})-[:HAS_LAYER]->(:Layer {model, index})
     (:Model {id})-[:HAS_CLASS]->(:Class {model, index})
+    (:Layer)-[:FEEDS {via, arcs}]->(:Layer)   the layer DAG (METHOD.md section 8)
     (:Position:L<k> {model, layer, i, j, nid})-[:ARC {class, mean, median}]->(:Position)
 
 Every node carries its model id, so several models live side by side in one database.
@@ -35,6 +36,12 @@ UNWIND $layers AS layer
 CREATE (m)-[:HAS_LAYER]->(l:Layer)
 SET l = layer, l.model = $model
 WITH DISTINCT m
+CALL (m) {
+  UNWIND $feeds AS feed
+  MATCH (a:Layer {model: $model, index: feed.src})
+  MATCH (b:Layer {model: $model, index: feed.dst})
+  CREATE (a)-[:FEEDS {via: feed.via, arcs: feed.arcs}]->(b)
+}
 UNWIND $classes AS class
 CREATE (m)-[:HAS_CLASS]->(c:Class)
 SET c = class, c.model = $model
@@ -50,31 +57,89 @@ SET p.model = $model, p.layer = $layer[k], p.i = $i[k], p.j = $j[k], p.nid = $ni
 # One MATCH pair per arc, then its t class relationships; weights are [arc, class] row-major.
 # The seek hints are needed: without them Neo4j 5.26 may plan a full index scan per arc (30M db
 # hits for 5,000 arcs), depending on its statistics; the per-row subquery avoids an Eager.
+# w is the mean weight rounded to 3 decimals: Neo4j Browser's arc caption (style.grass), which
+# cannot format numbers; it fits the relationship's existing property record, so it costs no space.
 CREATE_ARCS = """
 UNWIND range(0, size($src) - 1) AS k
 CALL (k) {
   MATCH (a:Position {model: $model, nid: $src[k]}) USING INDEX SEEK a:Position(model, nid)
   MATCH (b:Position {model: $model, nid: $dst[k]}) USING INDEX SEEK b:Position(model, nid)
   UNWIND range(0, $classes - 1) AS h
-  CREATE (a)-[:ARC {class: h, mean: $w_mean[k * $classes + h], median: $w_median[k * $classes + h]}]->(b)
+  CREATE (a)-[:ARC {class: h, mean: $w_mean[k * $classes + h], median: $w_median[k * $classes + h],
+                    w: round($w_mean[k * $classes + h], 3)}]->(b)
 }
 """
+
+# The compact layout (load --layout compact): one relationship per arc whose mean and median are
+# lists indexed by class (weights [arc, class] row-major, so arc k's list is one slice). A batch's
+# sources and targets are two contiguous nid ranges, read with one index range seek each instead of
+# two seeks per arc (twice the speed); an endpoint whose nid does not match (a position missing from
+# the range) becomes null, and CREATE then fails the whole batch rather than misplace an arc.
+CREATE_ARCS_COMPACT = """
+MATCH (a:Position {model: $model}) WHERE $src_lo <= a.nid <= $src_hi
+WITH a ORDER BY a.nid
+WITH collect(a) AS sources
+CALL (sources) {
+  MATCH (b:Position {model: $model}) WHERE $dst_lo <= b.nid <= $dst_hi
+  WITH b ORDER BY b.nid
+  RETURN collect(b) AS targets
+}
+UNWIND range(0, size($src) - 1) AS k
+WITH k, sources[$src[k] - $src_lo] AS a, targets[$dst[k] - $dst_lo] AS b
+WITH k, CASE WHEN a.nid = $src[k] THEN a END AS a, CASE WHEN b.nid = $dst[k] THEN b END AS b
+CREATE (a)-[:ARC {mean: $w_mean[k * $classes .. (k + 1) * $classes],
+                  median: $w_median[k * $classes .. (k + 1) * $classes]}]->(b)
+"""
+
+LAYOUTS = ("per-class", "compact")
+"""How arcs are stored: one ``:ARC {class, mean, median}`` per arc and class (the default, each
+class network a relationship set of its own), or one ``:ARC {mean: [t], median: [t]}`` per arc."""
 
 ADVANCE_NODES = "MATCH (m:Model {id: $model}) SET m.nodes_loaded = $loaded"
 
 ADVANCE_ARCS = "MATCH (m:Model {id: $model}) SET m.arcs_loaded = $loaded"
 
-COMPLETE = "MATCH (m:Model {id: $model}) SET m.status = 'complete', m.completed = datetime()"
-
-# Deletes run as auto-commit queries in batches, so a big model never needs one huge transaction.
-DELETE_ARCS = """
-MATCH (:Position {model: $model})-[r:ARC]->()
-CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS
+# Completing a load releases its lease (cnngraph/loader/lease.py) in the same transaction.
+COMPLETE = """
+MATCH (m:Model {id: $model})
+SET m.status = 'complete', m.completed = datetime()
+REMOVE m.writer, m.writer_host, m.writer_pid, m.lease_until
 """
 
-DELETE_POSITIONS = """
-MATCH (p:Position {model: $model})
-CALL (p) { DETACH DELETE p } IN TRANSACTIONS OF $batch ROWS
+# The lease on a model (cnngraph/loader/lease.py). LOCK_MODEL write-locks the node until the
+# transaction ends, so that what GET_MODEL_AT reads next cannot change before it commits.
+LOCK_MODEL = "MATCH (m:Model {id: $model}) SET m.lease_lock = true REMOVE m.lease_lock"
+
+GET_MODEL_AT = "OPTIONAL MATCH (m:Model {id: $model}) RETURN m {.*} AS model, timestamp() AS now"
+
+TAKE_LEASE = """
+MATCH (m:Model {id: $model})
+SET m.writer = $token, m.writer_host = $host, m.writer_pid = $pid, m.lease_until = timestamp() + $ttl
+"""
+
+RENEW_LEASE = "MATCH (m:Model {id: $model}) SET m.lease_until = timestamp() + $ttl"
+
+RELEASE_LEASE = """
+MATCH (m:Model {id: $model}) WHERE m.writer = $token
+REMOVE m.writer, m.writer_host, m.writer_pid, m.lease_until
+"""
+
+# Committed on its own before anything is deleted: from here on every command sees the model as
+# not loaded (no checksum, so no load can call it complete or resume it); a re-run finishes it.
+MARK_DELETING = """
+MATCH (m:Model {id: $model})
+SET m.status = 'deleting', m.deleting_since = datetime(), m.nodes_loaded = 0, m.arcs_loaded = 0
+REMOVE m.checksum, m.scored_descriptor, m.completed
+"""
+
+# Deletion in batches of positions by nid (with all their relationships, whatever the layout),
+# each batch its own transaction under the lease; POSITION_TOP bounds the range.
+POSITION_TOP = "MATCH (p:Position {model: $model}) RETURN coalesce(max(p.nid), -1) AS top"
+
+DELETE_POSITION_RANGE = """
+MATCH (p:Position {model: $model}) USING INDEX p:Position(model, nid)
+WHERE p.nid >= $lo AND p.nid < $hi
+DETACH DELETE p
 """
 
 DELETE_MODEL = """

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnngraph.datasets import ImageDataset, select_per_class
+from cnngraph.datasets import ImageDataset, resolve_classes, restrict_classes, select_per_class
 from cnngraph.errors import ConfigError, DataError
 from cnngraph.mapping.network import DESCRIPTORS, MultilayerNetwork
 from cnngraph.mapping.responses import RESPONSES, ProgressFn, class_responses, pick_device
-from cnngraph.mapping.topology import build_topology
+from cnngraph.mapping.topology import assemble_topology
 from cnngraph.mapping.trace import TracedModel, trace_model
 from cnngraph.models import ModelSpec, count_parameters
 
@@ -31,22 +31,31 @@ def map_model(
     normalize: tuple[Sequence[float] | None, Sequence[float] | None] | None = None,
     spec: ModelSpec | None = None,
     progress: ProgressFn | None = None,
+    classes: Sequence[str | int] | None = None,
+    max_classes: int | None = None,
 ) -> MultilayerNetwork:
-    """Map ``model`` with the images of ``dataset`` into its multilayer network (METHOD.md 1-3).
+    """Map ``model`` with the images of ``dataset`` into its multilayer network (METHOD.md 1-3, 8).
 
     ``images_per_class=None`` uses every image; ``seed`` picks a seeded shuffle instead of the
     first images in file order; ``normalize=(mean, std)`` is applied per channel first.
+    ``classes`` (names or indices, in the order wanted) or ``max_classes`` (the first N) map only
+    those class networks, so a 1000-class model stays a graph of a size one can load; the subset
+    is recorded as ``options['classes']`` (names) and ``options['class_indices']`` (the dataset's).
     Every option is recorded in ``network.options``, the model in ``network.model``.
     """
     _check_options(images_per_class, response, descriptor, batch_size)
     if len(dataset) == 0:
         raise DataError(f"dataset '{dataset.source}' holds no images")
+    dataset_classes = len(dataset.class_names)
+    subset = resolve_classes(dataset.class_names, classes, max_classes)
+    if subset is not None:
+        dataset = restrict_classes(dataset, subset)
     mean, std = normalize if normalize is not None else (None, None)
     data = dataset.normalized(mean, std)
     _check_classes(data)
     indices, used = select_per_class(data.labels, len(data.class_names), images_per_class, seed)
     traced = trace_model(model, data.input_shape)
-    topology = build_topology(traced.layers, traced.links)
+    topology = assemble_topology(traced.layers, traced.feeds)
     dev = pick_device(device)
     values = class_responses(
         model, traced, data.images, indices,
@@ -65,6 +74,8 @@ def map_model(
         "device": str(dev),
         "dataset": dataset.source,
     }
+    if subset is not None:
+        options.update(classes=list(data.class_names), class_indices=subset, dataset_classes=dataset_classes)
     return MultilayerNetwork(
         topology=topology,
         class_names=list(data.class_names),
@@ -84,7 +95,7 @@ def describe_model(model: nn.Module, traced: TracedModel, spec: ModelSpec | None
         "parameters": count_parameters(model),
         "layers": [c.name for c in traced.convs],
         "response_modules": [c.response_module for c in traced.convs],
-        "pooling": [[op.name for op in c.ops_before] for c in traced.convs],
+        "feeds": [[f.src, f.dst, f.via] for f in traced.feeds],
     }
 
 

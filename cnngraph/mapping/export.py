@@ -89,11 +89,15 @@ def _node_chunks(
         yield np.arange(start, min(stop, layer.shape[0])), layer[start:stop], i[start:stop], j[start:stop]
 
 
-def _arc_chunks(network: MultilayerNetwork) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _arc_chunks(
+    network: MultilayerNetwork,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Arc ids, sources, targets and weight nodes (``pi`` of the arc's edge), a chunk at a time."""
     topo = network.topology
     for start in range(0, topo.num_arcs, CHUNK):
         stop = min(start + CHUNK, topo.num_arcs)
-        yield np.arange(start, stop), topo.arc_src[start:stop], topo.arc_dst[start:stop]
+        arcs = slice(start, stop)
+        yield np.arange(start, stop), topo.arc_src[arcs], topo.arc_dst[arcs], topo.arc_weight_nodes(arcs)
 
 
 def _layer_names(network: MultilayerNetwork) -> np.ndarray:
@@ -129,16 +133,15 @@ def _gexf(fh: IO[str], network: MultilayerNetwork, classes: list[int], descripto
             )
         )  # fmt: skip
     fh.write("</nodes>\n<edges>\n")
-    weight_node = network.topology.weight_node
     for h in classes:
         cls = quoteattr(network.class_names[h])
         kind = f" kind={cls}" if not single else ""
         offset = 0 if single else h * network.topology.num_arcs
-        for ids, src, dst in _arc_chunks(network):
+        for ids, src, dst, weight_node in _arc_chunks(network):
             fh.write(
                 _join(
                     '<edge id="', ids + offset, '" source="', src, '" target="', dst, f'"{kind} weight="',
-                    values[h, weight_node[src]], f'"><attvalues><attvalue for="class" value={cls}/>',
+                    values[h, weight_node], f'"><attvalues><attvalue for="class" value={cls}/>',
                     "</attvalues></edge>",
                 )
             )  # fmt: skip
@@ -176,14 +179,13 @@ def _graphml(fh: IO[str], network: MultilayerNetwork, classes: list[int], descri
                 "</node>",
             )
         )  # fmt: skip
-    weight_node = network.topology.weight_node
     for h in classes:
         cls = escape(network.class_names[h])
-        for _, src, dst in _arc_chunks(network):
+        for _, src, dst, weight_node in _arc_chunks(network):
             fh.write(
                 _join(
                     '<edge source="n', src, '" target="n', dst, '"><data key="weight">',
-                    values[h, weight_node[src]], f'</data><data key="class">{cls}</data></edge>',
+                    values[h, weight_node], f'</data><data key="class">{cls}</data></edge>',
                 )
             )  # fmt: skip
     fh.write("</graph>\n</graphml>\n")

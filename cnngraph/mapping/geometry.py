@@ -1,30 +1,38 @@
-"""Per-axis geometry between consecutive convolutions (METHOD.md section 3).
+"""Per-axis geometry between two convolutions (METHOD.md sections 3 and 8).
 
-Everything works on one spatial axis at a time and on whole index arrays: the window that a
-target position of ``c_{k+1}`` reads, mapped back through the pooling between the two
-convolutions onto the grid of ``V_k``, and the position of ``V_{k+1}`` whose window is centred
-nearest to each node of ``V_k`` (the arc-weight rule). Windows are rectangles, so the 2-D
-geometry is the product of the two axes.
+Everything works on one spatial axis at a time and on whole index arrays. An :class:`AxisMap`
+says, for every index of some feature map, which indices of a source convolution's output it
+depends on (a sorted set of ``(target, source)`` pairs) and where its window is centred on the
+source grid. Maps are built from the source outwards: :func:`identity` at the source
+convolution's output, then one step per operation on the way (:func:`through_taps` for
+poolings and the target convolution itself, :func:`through_adaptive` for adaptive pooling,
+:func:`through_broadcast` for a 1-wide map broadcast over a wider one). Only the positions an
+operation actually reads count: with dilation ``d`` the taps of a ``k``-wide kernel are
+``x * s - pad + d * m``, ``m = 0 .. k-1``, a tap in zero padding reads nothing and a tap in
+reflect/circular/replicate padding reads the position that padding copies. A window is a
+product of its two axes, so the arcs are the product of the row and column maps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from cnngraph.errors import ModelError
 
+PADDING_MODES = ("zeros", "reflect", "circular", "replicate")
+
 
 @dataclass(frozen=True)
 class AxisConv:
-    """A convolution along one axis: kernel, stride, padding (left), dilation."""
+    """A convolution along one axis: kernel, stride, padding (left/top), dilation, padding mode."""
 
     kernel: int
     stride: int = 1
     padding: int = 0
     dilation: int = 1
+    mode: str = "zeros"
 
 
 @dataclass(frozen=True)
@@ -50,83 +58,163 @@ class AxisPool:
             return out
         return span // self.stride + 1
 
+    def as_taps(self) -> AxisConv:
+        """The pooling's taps (pooling pads with values that are never selected: zero-like)."""
+        return AxisConv(self.kernel, self.stride, self.padding, self.dilation)
+
 
 @dataclass(frozen=True)
-class Centre:
-    """The affine map ``c(p) = alpha * p + beta`` from a target index to its window centre.
+class AxisMap:
+    """Which source positions each of ``size`` positions depends on, along one axis.
 
-    ``two_beta`` is ``2 * beta``, an integer, so all arithmetic stays exact.
+    ``target``/``source``: the dependency pairs, sorted by target then source, no duplicates.
+    ``lo``/``hi``: float64 [size], each position's footprint on the source grid before any
+    clipping to it (the first and last source index its window spans); its window centre is
+    their midpoint.
+    ``broadcast``: the source (a 1-wide map) was broadcast over this axis on the way.
     """
 
-    alpha: int
-    two_beta: int
+    target: np.ndarray
+    source: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    size: int
+    source_size: int
+    broadcast: bool = False
 
-    def then(self, pool: AxisPool) -> Centre:
-        """Compose with one more pooling back towards the source grid."""
-        return Centre(
-            alpha=self.alpha * pool.stride,
-            two_beta=pool.stride * self.two_beta - 2 * pool.padding + (pool.kernel - 1) * pool.dilation,
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.lo + self.hi) / 2
+
+    def same_pairs(self, other: AxisMap) -> bool:
+        return (
+            self.size == other.size
+            and self.broadcast == other.broadcast
+            and np.array_equal(self.target, other.target)
+            and np.array_equal(self.source, other.source)
+            and np.array_equal(self.lo, other.lo)
+            and np.array_equal(self.hi, other.hi)
         )
 
 
-def conv_out_size(conv: AxisConv, size: int) -> int:
+def identity(size: int) -> AxisMap:
+    """The output of the source convolution itself: every position depends on itself."""
+    idx = np.arange(size, dtype=np.int64)
+    return AxisMap(idx, idx.copy(), idx.astype(np.float64), idx.astype(np.float64), size, size)
+
+
+def conv_out_size(conv: AxisConv, size: int, padding_end: int | None = None) -> int:
     """Output length of ``conv`` on an input of ``size`` (PyTorch's floor rule)."""
-    span = size + 2 * conv.padding - conv.dilation * (conv.kernel - 1) - 1
+    end = conv.padding if padding_end is None else padding_end
+    span = size + conv.padding + end - conv.dilation * (conv.kernel - 1) - 1
     return span // conv.stride + 1 if span >= 0 else 0
 
 
-def input_sizes(size: int, pools: Sequence[AxisPool]) -> list[int]:
-    """The length seen by each pooling (and, last, by the next convolution), from ``size``."""
-    sizes = [size]
-    for pool in pools:
-        sizes.append(pool.out_size(sizes[-1]))
-    return sizes
+def padded_index(y: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, valid)``: the input position a tap at ``y`` reads under padding ``mode``.
 
-
-def windows(
-    conv: AxisConv, out_size: int, source_size: int, pools: Sequence[AxisPool]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(lo, hi)`` per target index: the closed interval of source positions each one reads.
-
-    ``pools`` are the poolings between the source layer and ``conv``, in execution order.
-    An interval may be empty (``hi < lo``) when a window lies wholly in the padding.
+    Zero padding reads nothing outside ``[0, size)``; reflect mirrors without repeating the
+    border, replicate repeats it, circular wraps around.
     """
-    sizes = input_sizes(source_size, pools)
-    p = np.arange(out_size, dtype=np.int64)
-    lo = p * conv.stride - conv.padding
-    hi = lo + (conv.kernel - 1) * conv.dilation
-    lo, hi = np.maximum(lo, 0), np.minimum(hi, sizes[-1] - 1)
-    for pool, size_in in zip(reversed(pools), reversed(sizes[:-1]), strict=True):
-        lo = lo * pool.stride - pool.padding
-        hi = hi * pool.stride - pool.padding + (pool.kernel - 1) * pool.dilation
-        lo, hi = np.maximum(lo, 0), np.minimum(hi, size_in - 1)
-    return lo, hi
+    inside = (y >= 0) & (y < size)
+    if mode == "zeros":
+        return np.where(inside, y, 0), inside
+    if mode == "replicate":
+        return np.clip(y, 0, size - 1), np.ones_like(inside)
+    if mode == "circular":
+        return np.mod(y, size), np.ones_like(inside)
+    if mode == "reflect":
+        if size == 1:
+            return np.zeros_like(y), np.ones_like(inside)
+        period = 2 * (size - 1)
+        r = np.mod(y, period)
+        return np.where(r < size, r, period - r), np.ones_like(inside)
+    raise ModelError(f"padding mode '{mode}' is unknown; use one of {', '.join(PADDING_MODES)}")
 
 
-def centre(conv: AxisConv, pools: Sequence[AxisPool]) -> Centre:
-    """Window centre of target ``p`` on the source grid, as an affine map of ``p``."""
-    c = Centre(alpha=conv.stride, two_beta=-2 * conv.padding + (conv.kernel - 1) * conv.dilation)
-    for pool in reversed(pools):
-        c = c.then(pool)
-    return c
+def _compose(x: np.ndarray, y: np.ndarray, inner: AxisMap, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(x, z)`` for every read ``x -> y`` and every dependency ``y -> z`` of ``inner``."""
+    lo = np.searchsorted(inner.target, y, side="left")
+    hi = np.searchsorted(inner.target, y, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    xs = np.repeat(x, counts)
+    starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+    zs = inner.source[starts + np.arange(total, dtype=np.int64)]
+    key = np.unique(xs * inner.source_size + zs)
+    return key // inner.source_size, key % inner.source_size
 
 
-def nearest_target(c: Centre, source_size: int, out_size: int) -> np.ndarray:
+def _extend(bound: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``bound`` at integer indices ``y``, continued linearly beyond both ends (into the padding).
+
+    Exact for the affine footprints of convolutions and poolings.
+    """
+    n = bound.shape[0]
+    if n == 1:
+        return np.full(y.shape, bound[0], dtype=np.float64)
+    inside = bound[np.clip(y, 0, n - 1)]
+    below = bound[0] + (bound[1] - bound[0]) * y
+    above = bound[-1] + (bound[-1] - bound[-2]) * (y - n + 1)
+    return np.where(y < 0, below, np.where(y >= n, above, inside))
+
+
+def through_taps(inner: AxisMap, conv: AxisConv, out_size: int) -> AxisMap:
+    """``inner`` seen through a sliding window (a convolution or a pooling) giving ``out_size``."""
+    x = np.arange(out_size, dtype=np.int64)
+    xs, ys = [], []
+    for m in range(conv.kernel):  # one vectorised step per kernel tap
+        y, valid = padded_index(x * conv.stride - conv.padding + conv.dilation * m, inner.size, conv.mode)
+        xs.append(x[valid])
+        ys.append(y[valid])
+    target, source = _compose(np.concatenate(xs), np.concatenate(ys), inner, out_size)
+    first = x * conv.stride - conv.padding
+    lo, hi = _extend(inner.lo, first), _extend(inner.hi, first + conv.dilation * (conv.kernel - 1))
+    return AxisMap(target, source, lo, hi, out_size, inner.source_size, inner.broadcast)
+
+
+def adaptive_window(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive pooling window per output index: ``[floor(o*In/Out), ceil((o+1)*In/Out))``."""
+    o = np.arange(out_size, dtype=np.int64)
+    return (o * in_size) // out_size, -((-(o + 1) * in_size) // out_size)
+
+
+def through_adaptive(inner: AxisMap, out_size: int) -> AxisMap:
+    """``inner`` seen through adaptive (average or max) pooling to ``out_size``."""
+    start, end = adaptive_window(inner.size, out_size)
+    x = np.arange(out_size, dtype=np.int64)
+    xs, ys = [], []
+    for m in range(int((end - start).max())):  # one step per tap of the widest window
+        valid = start + m < end
+        xs.append(x[valid])
+        ys.append((start + m)[valid])
+    target, source = _compose(np.concatenate(xs), np.concatenate(ys), inner, out_size)
+    return AxisMap(
+        target, source, inner.lo[start], inner.hi[end - 1], out_size, inner.source_size, inner.broadcast
+    )
+
+
+def through_broadcast(inner: AxisMap, out_size: int) -> AxisMap:
+    """A 1-wide ``inner`` broadcast to ``out_size``: every position reads its one position."""
+    if inner.size != 1:
+        raise ModelError(f"only a 1-wide map can be broadcast, not one of width {inner.size}")
+    x = np.arange(out_size, dtype=np.int64)
+    target, source = _compose(x, np.zeros(out_size, dtype=np.int64), inner, out_size)
+    lo, hi = np.full(out_size, inner.lo[0]), np.full(out_size, inner.hi[0])
+    return AxisMap(target, source, lo, hi, out_size, inner.source_size, broadcast=True)
+
+
+def nearest_target(m: AxisMap) -> np.ndarray:
     """``pi`` per source index: the target whose window centre is nearest (ties to the lower).
 
-    ``p = ceil((2i - 2beta - alpha) / (2 alpha))``, clipped to ``[0, out_size - 1]``.
+    After a broadcast no window is centred anywhere in particular: the centre of the target
+    grid, ``(size - 1) // 2``, is taken (METHOD.md section 8).
     """
-    i = np.arange(source_size, dtype=np.int64)
-    num = 2 * i - c.two_beta - c.alpha
-    p = -((-num) // (2 * c.alpha))
-    return np.clip(p, 0, out_size - 1)
-
-
-def pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ``(target, source)`` index pairs of the windows ``[lo[p], hi[p]]``, target-major."""
-    counts = np.maximum(hi - lo + 1, 0)
-    total = int(counts.sum())
-    target = np.repeat(np.arange(lo.shape[0], dtype=np.int64), counts)
-    starts = np.cumsum(counts) - counts
-    source = lo[target] + (np.arange(total, dtype=np.int64) - starts[target])
-    return target, source
+    if m.broadcast:
+        return np.full(m.source_size, (m.size - 1) // 2, dtype=np.int64)
+    u = np.arange(m.source_size, dtype=np.float64)
+    c = np.maximum.accumulate(m.centre)  # non-decreasing already; guards the search
+    right = np.clip(np.searchsorted(c, u, side="left"), 0, m.size - 1)
+    left = np.searchsorted(c, c[np.clip(right - 1, 0, m.size - 1)], side="left")  # lowest of equals
+    take_left = np.abs(u - c[left]) <= np.abs(c[right] - u)
+    return np.where(take_left, left, right).astype(np.int64)

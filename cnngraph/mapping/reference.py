@@ -1,6 +1,7 @@
-"""Reference degrees and node scores, straight from the arrays (METHOD.md section 4).
+"""Reference degrees and node scores, straight from the arrays (METHOD.md sections 4 and 8).
 
-This is the oracle that the Cypher queries must reproduce.
+This is the oracle that the Cypher queries must reproduce: every arc of the layer DAG, in and
+out, weighted per fed layer; ``|d^h|`` when the responses can be negative (``response = conv``).
 """
 
 from __future__ import annotations
@@ -27,30 +28,34 @@ class Degrees:
         return self.indegree + self.outdegree
 
 
-def degrees(network: MultilayerNetwork, descriptor: str = "mean") -> Degrees:
-    """``d^h`` split into in and out parts, for every class ``h`` and node."""
+def degrees(network: MultilayerNetwork, descriptor: str = "mean", chunk: int = 4_000_000) -> Degrees:
+    """``d^h`` split into in and out parts, for every class ``h`` and node (METHOD.md sections 4, 8).
+
+    The arc ``u -> v`` of edge ``e`` weighs ``values[h, pi_e(u)]`` and counts for both ends; the
+    arcs are taken ``chunk`` at a time so no ``[t, E]`` temporary is ever built.
+    """
     topo = network.topology
     values = network.values(descriptor).astype(np.float64)
-    n = topo.num_nodes
-    t = network.num_classes
-    # All arcs leaving u carry the value of weight_node[u]: out-degree = count * value.
-    out_count = np.bincount(topo.arc_src, minlength=n).astype(np.float64)
-    has_out = topo.weight_node >= 0
+    n, t = topo.num_nodes, network.num_classes
+    indeg = np.zeros((t, n), dtype=np.float64)
     outdeg = np.zeros((t, n), dtype=np.float64)
-    outdeg[:, has_out] = values[:, topo.weight_node[has_out]] * out_count[has_out]
-    # In-degree: sum over incoming arcs of the source's weight. Group arcs by source weight
-    # node, so the sum is one sparse product per class rather than a [t, E] temporary.
-    src_value_node = topo.weight_node[topo.arc_src]
-    indeg = np.empty((t, n), dtype=np.float64)
-    for h in range(t):
-        indeg[h] = np.bincount(topo.arc_dst, weights=values[h, src_value_node], minlength=n)
+    for start in range(0, topo.num_arcs, chunk):
+        arcs = slice(start, min(start + chunk, topo.num_arcs))
+        weight_node = topo.arc_weight_nodes(arcs)
+        src, dst = topo.arc_src[arcs], topo.arc_dst[arcs]
+        for h in range(t):
+            w = values[h, weight_node]
+            outdeg[h] += np.bincount(src, weights=w, minlength=n)
+            indeg[h] += np.bincount(dst, weights=w, minlength=n)
     return Degrees(indegree=indeg, outdegree=outdeg)
 
 
-def score(total_degree: np.ndarray, aggregator: str = "entropy", absolute: bool = False) -> np.ndarray:
-    """``delta(v)`` for every node from ``d^h(v)`` given as [t, N] (METHOD.md section 4).
+def score(total_degree: np.ndarray, aggregator: str = "entropy", absolute: bool = True) -> np.ndarray:
+    """``delta(v)`` for every node from ``d^h(v)`` given as [t, N] (METHOD.md sections 4 and 8).
 
-    ``absolute`` uses ``|d^h|`` (needed when responses can be negative, ``response = conv``).
+    ``absolute`` (the method's rule) uses ``|d^h|``: a block that ends at a batch norm (the last
+    convolution of a residual branch) or ``response = conv`` gives negative values; ReLU
+    responses are >= 0, where it changes nothing. ``absolute=False`` is only for checks.
     """
     d = np.abs(total_degree) if absolute else np.asarray(total_degree, dtype=np.float64)
     t = d.shape[0]
@@ -73,6 +78,5 @@ def score(total_degree: np.ndarray, aggregator: str = "entropy", absolute: bool 
 def node_scores(
     network: MultilayerNetwork, descriptor: str = "mean", aggregator: str = "entropy"
 ) -> np.ndarray:
-    """``delta`` of every node, float64 [N], as the pruner uses it."""
-    absolute = network.options.get("response") == "conv"
-    return score(degrees(network, descriptor).total, aggregator, absolute=absolute)
+    """``delta`` of every node, float64 [N], as the pruner uses it (with ``|d^h|``, METHOD.md 4 and 8)."""
+    return score(degrees(network, descriptor).total, aggregator)

@@ -2,8 +2,9 @@
 
 One pass over the selected images, in mixed-class batches: forward hooks on the modules whose
 outputs are the block responses add each image's response into a per-class running sum
-(``index_add_``), so ``R_k^h`` (the mean over the images of class ``h``) needs no second pass and
-no per-class batching. Node values are the mean and the median of ``R_k^h[:, i, j]`` over the
+(one matrix product of the batch's one-hot class matrix with its responses: a GEMM, much faster
+than ``index_add_`` on the CPU), so ``R_k^h`` (the mean over the images of class ``h``) needs no
+second pass and no per-class batching. Node values are the mean and the median of ``R_k^h[:, i, j]`` over the
 filters. Hooks are attached in ``try`` and removed in ``finally``.
 """
 
@@ -45,23 +46,29 @@ class _Accumulator:
         self.sums = [
             torch.zeros((num_classes, *c.out_shape), dtype=torch.float32, device=device) for c in convs
         ]
-        self.batch_classes = torch.zeros(0, dtype=torch.long, device=device)
+        self.num_classes = num_classes
+        self.batch_onehot = torch.zeros((num_classes, 0), dtype=torch.float32, device=device)
+
+    def set_batch(self, classes: torch.Tensor) -> None:
+        """The classes of the images of the next batch (int64 [B])."""
+        onehot = torch.zeros((self.num_classes, classes.shape[0]), dtype=torch.float32, device=classes.device)
+        onehot[classes, torch.arange(classes.shape[0], device=classes.device)] = 1.0
+        self.batch_onehot = onehot
 
     def hook(self, k: int, post_ops: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[..., None]:
         conv = self.convs[k]
 
         def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             y = output
-            if post_ops:
-                y = output.clone()
-                for op in post_ops:
-                    y = op(y)
+            for op in post_ops:  # replayed ops are never in place: the model's tensor is untouched
+                y = op(y)
             if tuple(y.shape[1:]) != conv.out_shape:
                 raise ModelError(
                     f"'{conv.name}' produced responses of shape {tuple(y.shape[1:])}, expected "
                     f"{conv.out_shape} from tracing; the images do not match the traced input shape"
                 )
-            self.sums[k].index_add_(0, self.batch_classes, y.float())
+            flat = self.sums[k].view(self.num_classes, -1)
+            flat.addmm_(self.batch_onehot, y.float().reshape(y.shape[0], -1))
 
         return record
 
@@ -112,7 +119,7 @@ def class_mean_responses(
         with _hooks(model, targets), torch.inference_mode():
             for start in range(0, order.size, batch_size):
                 idx = order[start : start + batch_size]
-                acc.batch_classes = torch.from_numpy(classes[start : start + batch_size]).to(dev)
+                acc.set_batch(torch.from_numpy(classes[start : start + batch_size]).to(dev))
                 _forward(model, images[torch.from_numpy(idx)].to(dev, non_blocking=True))
                 if progress is not None:
                     progress(min(start + batch_size, order.size), order.size)
@@ -150,7 +157,17 @@ def node_values(means: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def filter_median(r: torch.Tensor) -> torch.Tensor:
-    """Median over dim 1, averaging the two middle values for an even count (as numpy does)."""
+    """Median over dim 1, averaging the two middle values for an even count (as numpy does).
+
+    On the CPU numpy's partition-based median is about 4x faster than ``kthvalue``.
+    """
+    if r.device.type == "cpu":
+        return torch.from_numpy(np.median(r.detach().numpy(), axis=1))
+    return median_by_kthvalue(r)
+
+
+def median_by_kthvalue(r: torch.Tensor) -> torch.Tensor:
+    """:func:`filter_median` on any device, by one or two ``kthvalue`` selections."""
     n = r.shape[1]
     low = torch.kthvalue(r, (n + 1) // 2, dim=1).values
     if n % 2:

@@ -10,16 +10,22 @@ from cnngraph.mapping.network import MultilayerNetwork
 
 
 def layer_summary(network: MultilayerNetwork, descriptor: str = "mean") -> list[dict[str, Any]]:
-    """One row per layer: name, filters, size, nodes, arcs to the next layer, node value stats.
+    """One row per layer: name, filters, size, nodes, arcs out and in, the layers it feeds and is fed by,
+    node value stats.
 
-    The statistics run over every node of the layer in every class network.
+    ``arcs_out`` counts the arcs leaving the layer towards every layer it feeds (``arcs_to_next``
+    is the same number, kept for chains); the statistics run over every node of the layer in
+    every class network.
     """
     topo = network.topology
     values = network.values(descriptor)
+    counts = np.diff(topo.arc_offsets)
+    m = len(topo.layers)
+    arcs_out = np.bincount(topo.edge_src, weights=counts, minlength=m).astype(np.int64)
+    arcs_in = np.bincount(topo.edge_dst, weights=counts, minlength=m).astype(np.int64)
     rows = []
     for k, layer in enumerate(topo.layers):
         v = values[:, topo.node_offsets[k] : topo.node_offsets[k + 1]]
-        arcs = int(topo.arc_offsets[k + 1] - topo.arc_offsets[k]) if k + 1 < len(topo.arc_offsets) else 0
         rows.append(
             {
                 "layer": k,
@@ -28,7 +34,11 @@ def layer_summary(network: MultilayerNetwork, descriptor: str = "mean") -> list[
                 "height": layer.height,
                 "width": layer.width,
                 "nodes": layer.nodes,
-                "arcs_to_next": arcs,
+                "arcs_out": int(arcs_out[k]),
+                "arcs_in": int(arcs_in[k]),
+                "arcs_to_next": int(arcs_out[k]),
+                "feeds": topo.edge_dst[topo.edge_src == k].tolist(),
+                "fed_by": topo.edge_src[topo.edge_dst == k].tolist(),
                 "mean_value": float(v.mean()) if v.size else 0.0,
                 "min_value": float(v.min()) if v.size else 0.0,
                 "max_value": float(v.max()) if v.size else 0.0,
@@ -44,6 +54,7 @@ def network_summary(network: MultilayerNetwork, descriptor: str = "mean") -> dic
         "arcs_per_class": network.topology.num_arcs,
         "descriptor": descriptor,
         "layers": layer_summary(network, descriptor),
+        "edges": network.topology.edges(),
         "classes": [
             {"name": name, "images": int(n)}
             for name, n in zip(network.class_names, np.asarray(network.images_per_class), strict=True)

@@ -1,8 +1,9 @@
-"""Nodes, arcs and arc-weight nodes of the multilayer network (METHOD.md sections 1 and 3).
+"""Nodes, arcs and arc-weight nodes of the multilayer network (METHOD.md sections 1, 3 and 8).
 
-All index arithmetic is per axis and vectorised: the arcs of a pair of layers are the Cartesian
-product of the row pairs ``(p, i)`` and the column pairs ``(q, j)`` of the windows, so no Python
-code ever runs per arc.
+All index arithmetic is per axis and vectorised: the arcs of one path between two layers are
+the Cartesian product of its row pairs ``(p, i)`` and column pairs ``(q, j)``, so no Python code
+ever runs per arc. Where two paths of one pair have different geometry (say one through a
+pooling), their arcs are united, so an arc exists once.
 """
 
 from __future__ import annotations
@@ -14,72 +15,104 @@ from torch import nn
 
 from cnngraph.errors import ModelError
 from cnngraph.mapping import geometry as geo
+from cnngraph.mapping.feeds import Feed, PathGeometry
 from cnngraph.mapping.network import LayerInfo, Topology
-from cnngraph.mapping.trace import PoolOp, trace_model
+from cnngraph.mapping.trace import trace_model
 
 
-def build_topology(layers: Sequence[LayerInfo], links: Sequence[Sequence[PoolOp]]) -> Topology:
-    """The topology of ``layers`` (``c_1 .. c_M``) joined through ``links`` (the poolings per pair)."""
-    if len(links) != max(len(layers) - 1, 0):
-        raise ModelError(f"{len(layers)} layers need {max(len(layers) - 1, 0)} links, got {len(links)}")
+def assemble_topology(layers: Sequence[LayerInfo], feeds: Sequence[Feed]) -> Topology:
+    """The topology of ``layers`` (``c_1 .. c_M``) joined by ``feeds`` (any order; sorted here)."""
+    feeds = sorted(feeds, key=lambda f: (f.src, f.dst))
     sizes = np.array([layer.nodes for layer in layers], dtype=np.int64)
     node_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     srcs: list[np.ndarray] = []
     dsts: list[np.ndarray] = []
-    weight_node = np.full(int(node_offsets[-1]), -1, dtype=np.int64)
-    for k, link in enumerate(links):
-        src, dst, wn = pair_arcs(layers[k], layers[k + 1], link)
-        srcs.append(src + node_offsets[k])
-        dsts.append(dst + node_offsets[k + 1])
-        weight_node[node_offsets[k] : node_offsets[k + 1]] = wn + node_offsets[k + 1]
-    counts = np.array([s.shape[0] for s in srcs], dtype=np.int64)
+    weight_nodes: list[np.ndarray] = []
+    for feed in feeds:
+        src, dst, wn = pair_arcs(layers[feed.src], layers[feed.dst], feed)
+        srcs.append(src + node_offsets[feed.src])
+        dsts.append(dst + node_offsets[feed.dst])
+        weight_nodes.append(wn + node_offsets[feed.dst])
     empty = np.zeros(0, dtype=np.int64)
+    counts = np.array([s.shape[0] for s in srcs], dtype=np.int64)
+    wcounts = np.array([w.shape[0] for w in weight_nodes], dtype=np.int64)
     return Topology(
         layers=tuple(layers),
         node_offsets=node_offsets,
         arc_src=np.concatenate(srcs) if srcs else empty,
         arc_dst=np.concatenate(dsts) if dsts else empty,
         arc_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        weight_node=weight_node,
+        edge_src=np.array([f.src for f in feeds], dtype=np.int64),
+        edge_dst=np.array([f.dst for f in feeds], dtype=np.int64),
+        edge_via=tuple(f.via for f in feeds),
+        weight_offsets=np.concatenate([[0], np.cumsum(wcounts)]).astype(np.int64),
+        pair_weight_node=np.concatenate(weight_nodes) if weight_nodes else empty,
     )
 
 
 def topology_for_model(model: nn.Module, input_shape: tuple[int, int, int]) -> Topology:
     """Trace ``model`` and build its topology for inputs of shape ``(C, H, W)``."""
     traced = trace_model(model, input_shape)
-    return build_topology(traced.layers, traced.links)
+    return assemble_topology(traced.layers, traced.feeds)
 
 
-def pair_arcs(
-    source: LayerInfo, target: LayerInfo, link: Sequence[PoolOp]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Local ``(src, dst)`` arcs from ``source`` to ``target`` and the weight node of each source node.
-
-    Ids are local to each layer (``i * width + j``); the caller adds the node offsets.
-    """
-    rows_p, rows_i, pi_rows = _axis(source, target, [op.rows for op in link], axis=0)
-    cols_q, cols_j, pi_cols = _axis(source, target, [op.cols for op in link], axis=1)
-    src = (rows_i[:, None] * source.width + cols_j[None, :]).ravel()
-    dst = (rows_p[:, None] * target.width + cols_q[None, :]).ravel()
+def pair_arcs(source: LayerInfo, target: LayerInfo, feed: Feed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local ``(src, dst)`` arcs of one feed and ``pi`` of each source node (ids ``i * width + j``)."""
+    parts = [_product(p, source.width, target.width) for p in feed.paths]
+    if len(parts) == 1:
+        src, dst = parts[0]
+    else:  # unite the paths' arcs: sort by (dst, src) keys, drop repeats
+        key = np.unique(np.concatenate([d * source.nodes + s for s, d in parts]))
+        src, dst = key % source.nodes, key // source.nodes
+    path = feed.weight_path
+    pi_rows, pi_cols = geo.nearest_target(path.rows), geo.nearest_target(path.cols)
     weight_node = (pi_rows[:, None] * target.width + pi_cols[None, :]).ravel()
     return src, dst, weight_node
 
 
-def _axis(
-    source: LayerInfo, target: LayerInfo, pools: list[geo.AxisPool], axis: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Target/source index pairs of the windows and ``pi`` along one axis."""
-    src_size = source.height if axis == 0 else source.width
-    out_size = target.height if axis == 0 else target.width
-    conv = geo.AxisConv(target.kernel[axis], target.stride[axis], target.padding[axis], target.dilation[axis])
-    in_size = geo.input_sizes(src_size, pools)[-1]
-    if geo.conv_out_size(conv, in_size) != out_size:
-        raise ModelError(
-            f"'{target.name}' has {out_size} positions along axis {axis} but its geometry from "
-            f"'{source.name}' gives {geo.conv_out_size(conv, in_size)}; an operation between them "
-            "changes the size in a way cnngraph cannot follow"
-        )
-    lo, hi = geo.windows(conv, out_size, src_size, pools)
-    target_idx, source_idx = geo.pairs(lo, hi)
-    pi = geo.nearest_target(geo.centre(conv, pools), src_size, out_size)
-    return target_idx, source_idx, pi
+def _product(path: PathGeometry, source_width: int, target_width: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = path.rows, path.cols
+    src = (rows.source[:, None] * source_width + cols.source[None, :]).ravel()
+    dst = (rows.target[:, None] * target_width + cols.target[None, :]).ravel()
+    return src, dst
+
+
+# ------------------------------------------------------------------ chains of synthetic layers
+def chain_feeds(layers: Sequence[LayerInfo], links: Sequence[Sequence[geo.AxisPool | object]]) -> list[Feed]:
+    """Feeds of a VGG-style chain: ``c_k`` feeds ``c_{k+1}`` through the poolings ``links[k]``.
+
+    Each link item is a pair of :class:`~cnngraph.mapping.geometry.AxisPool` (rows, cols) or any
+    object with ``rows`` and ``cols`` attributes. Sizes are checked against the layers.
+    """
+    if len(links) != max(len(layers) - 1, 0):
+        raise ModelError(f"{len(layers)} layers need {max(len(layers) - 1, 0)} links, got {len(links)}")
+    feeds = []
+    for k, link in enumerate(links):
+        source, target = layers[k], layers[k + 1]
+        axes = []
+        for axis in (0, 1):
+            pools = [op[axis] if isinstance(op, tuple) else (op.rows, op.cols)[axis] for op in link]  # type: ignore[attr-defined]
+            size = source.height if axis == 0 else source.width
+            m = geo.identity(size)
+            for pool in pools:
+                m = geo.through_taps(m, pool.as_taps(), pool.out_size(m.size))
+            conv = geo.AxisConv(
+                target.kernel[axis], target.stride[axis], target.padding[axis], target.dilation[axis],
+                target.padding_mode,
+            )  # fmt: skip
+            out = target.height if axis == 0 else target.width
+            if geo.conv_out_size(conv, m.size) != out:
+                raise ModelError(
+                    f"'{target.name}' has {out} positions along axis {axis} but its geometry from "
+                    f"'{source.name}' gives {geo.conv_out_size(conv, m.size)}; an operation between them "
+                    "changes the size in a way cnngraph cannot follow"
+                )
+            axes.append(geo.through_taps(m, conv, out))
+        via = frozenset({"pool"}) if link else frozenset()
+        feeds.append(Feed(k, k + 1, "pool" if link else "direct", (PathGeometry(axes[0], axes[1], via),)))
+    return feeds
+
+
+def build_topology(layers: Sequence[LayerInfo], links: Sequence[Sequence[object]]) -> Topology:
+    """The topology of a chain of ``layers`` joined through ``links`` (the poolings per pair)."""
+    return assemble_topology(layers, chain_feeds(layers, links))

@@ -2,7 +2,8 @@
 
 :func:`prune_model` takes the trained model, its spec, the node scores and the train/test split;
 :func:`write_outputs` puts the pruned model, its recipe, the report and the plots in a folder
-(atomically). :func:`choose_layers` is the selection step alone, used by ``--dry-run`` and sweeps.
+(atomically). :func:`choose_layers` is the selection step alone, used by ``--dry-run`` and sweeps;
+it works on the model's removable units (:mod:`cnngraph.pruner.units`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from cnngraph.pruner.report import build_report, staged_directory, write_json
 from cnngraph.pruner.select import (
     SELECT_METHODS,
     THRESHOLD_STATS,
-    LayerSelection,
+    UnitSelection,
     annotate,
+    last_units,
     parse_layer_rule,
-    random_layers,
-    select_layers,
-    weight_norm_layers,
+    random_units,
+    select_units,
+    weight_norm_units,
 )
-from cnngraph.pruner.surgery import STRATEGIES, PrunedModel, conv_names, remove_convolutions, save_pruned
+from cnngraph.pruner.surgery import STRATEGIES, PrunedModel, remove_convolutions, save_pruned
 from cnngraph.pruner.training import Progress, TrainHistory, time_epoch, train
+from cnngraph.pruner.units import Unit, chain_units, find_units
 from cnngraph.scores import NodeScores
 
 AGGREGATORS = ("entropy", "mean", "participation")
@@ -82,7 +85,7 @@ class PruneOptions:
 class PruneResult:
     """Everything one run produced."""
 
-    selection: LayerSelection
+    selection: UnitSelection
     pruned: PrunedModel
     original: Summary
     result: Summary
@@ -91,11 +94,20 @@ class PruneResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def choose_layers(model: nn.Module, scores: NodeScores, options: PruneOptions) -> LayerSelection:
-    """The layers to keep: by score, or a baseline removing as many layers as the score would."""
+def choose_layers(
+    model: nn.Module | None, scores: NodeScores, options: PruneOptions, units: list[Unit] | None = None
+) -> UnitSelection:
+    """The units to keep: by score, or a baseline removing as many removable units as the score would.
+
+    ``units`` default to the model's (:func:`find_units`); without a model every layer of
+    ``scores`` counts as a chain unit (a VGG-style model).
+    """
     options.check()
-    by_score = select_layers(
+    if units is None:
+        units = find_units(model) if model is not None else chain_units(_layer_names(scores))
+    by_score = select_units(
         scores,
+        units,
         options.gamma,
         aggregator=options.aggregator,
         threshold_stat=options.threshold_stat,
@@ -103,15 +115,17 @@ def choose_layers(model: nn.Module, scores: NodeScores, options: PruneOptions) -
     )
     if options.select == "entropy":
         return by_score
-    n_remove = len(by_score.removed)
+    n_remove = len(by_score.removed_units)
     if options.select == "random":
-        baseline = random_layers(
-            by_score.num_layers, n_remove, options.seed, tuple(r.name for r in by_score.rows)
-        )
+        baseline = random_units(units, n_remove, options.seed)
+    elif options.select == "last":
+        baseline = last_units(units, n_remove)
     else:
-        baseline = weight_norm_layers(model, n_remove)
-    annotated = annotate(baseline, scores, options.aggregator)
-    return LayerSelection(
+        if model is None:
+            raise ConfigError("the weight-norm baseline needs the model's weights (--checkpoint)")
+        baseline = weight_norm_units(model, units, n_remove)
+    annotated = annotate(baseline, scores, options.aggregator, by_score.threshold)
+    return UnitSelection(
         rows=annotated.rows,
         method=annotated.method,
         threshold=by_score.threshold,
@@ -119,9 +133,16 @@ def choose_layers(model: nn.Module, scores: NodeScores, options: PruneOptions) -
     )
 
 
-def check_layers(model: nn.Module, scores: NodeScores) -> list[str]:
+def _layer_names(scores: NodeScores) -> list[str]:
+    names = scores.layer_names
+    return [names[k] if k < len(names) else f"conv{k}" for k in range(scores.num_layers)]
+
+
+def check_layers(model: nn.Module, scores: NodeScores, units: list[Unit] | None = None) -> list[str]:
     """The model's convolutions; a :class:`PruningError` when the scores cover another model."""
-    names = conv_names(model)
+    units = find_units(model) if units is None else units
+    by_index = {k: name for unit in units for k, name in zip(unit.convs, unit.conv_names, strict=True)}
+    names = [by_index[k] for k in sorted(by_index)]
     if scores.num_layers != len(names):
         raise PruningError(
             f"graph model '{scores.model}' has {scores.num_layers} layers but the checkpoint's model has "
@@ -141,8 +162,9 @@ def prune_model(
 ) -> PruneResult:
     """Select, remove, fine-tune and evaluate; ``model`` itself is left unchanged."""
     options.check()
-    names = check_layers(model, scores)
-    selection = choose_layers(model, scores, options)
+    units = find_units(model)
+    names = check_layers(model, scores, units)
+    selection = choose_layers(model, scores, options, units)
     _check_selection(selection)
     shape = (1, *test_data.input_shape)
     model.eval()
@@ -163,6 +185,7 @@ def prune_model(
             "model": scores.model,
             "spec": spec.to_dict(),
             "convolutions": names,
+            "units": [u.to_dict() for u in units],
             "fine_tune": history.to_dict(),
             "data": {
                 "train_images": len(train_data),
@@ -195,7 +218,7 @@ def _mean(history: TrainHistory) -> float | None:
     return history.mean_epoch_seconds if history.epochs else None
 
 
-def _check_selection(selection: LayerSelection) -> None:
+def _check_selection(selection: UnitSelection) -> None:
     if not selection.kept:
         gamma = selection.options.get("gamma")
         raise PruningError(f"gamma {gamma} selects no node, so every convolution would go; lower --gamma")

@@ -14,21 +14,22 @@ from typing import Any
 import numpy as np
 
 from cnngraph.pruner.metrics import Summary, compare
-from cnngraph.pruner.select import LayerSelection
+from cnngraph.pruner.select import UnitSelection
 from cnngraph.pruner.surgery import PrunedModel
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 def build_report(
-    selection: LayerSelection,
+    selection: UnitSelection,
     pruned: PrunedModel,
     original: Summary,
     result: Summary,
     options: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Selection table, removed layers, both summaries with deltas, and every option used."""
+    """Selection table (one row per unit), removed units and convolutions, both summaries with
+    deltas, and every option used."""
     return {
         "version": REPORT_VERSION,
         "options": dict(options),
@@ -36,6 +37,7 @@ def build_report(
         "removed": [
             {"layer": k, "name": name} for k, name in zip(pruned.removed, pruned.removed_names, strict=True)
         ],
+        "units_removed": [u.to_dict() for u in pruned.units],
         "rewired": [r.to_dict() for r in pruned.rewired],
         "original": original.to_dict(),
         "pruned": result.to_dict(),

@@ -1,14 +1,19 @@
-"""Remove convolutional blocks from a PyTorch model with torch.fx (METHOD.md section 6).
+"""Remove whole units from a PyTorch model with torch.fx (METHOD.md sections 6 and 8).
 
 One entry point, :func:`remove_convolutions` ``(model, example_input, remove, strategy)``:
 
 1. trace a copy of the model with ``torch.fx.symbolic_trace`` and propagate shapes
    (``ShapeProp``) on the example input; convolution ``k`` is the ``k``-th ``nn.Conv2d`` call in
    graph (execution) order, the numbering the mapping uses;
-2. for every removed convolution drop its *block*: the convolution plus the ``BatchNorm2d`` and
-   activation modules or functions that directly and only consume it (pooling stays), and let the
-   block's consumers read the block's input instead;
-3. rewire what no longer fits, by ``strategy``:
+2. group ``remove`` into units (:mod:`cnngraph.pruner.units`, from the same trace): every
+   convolution must belong to a removable unit, and a residual branch goes whole or not at all;
+3. a *residual branch* goes with every node between its fork and the addition closing it, and
+   the addition becomes its other operand (the identity or the projection): no consumer changes
+   shape, so nothing is rewired;
+4. a *chain convolution* goes with its *block*: the convolution plus the ``BatchNorm2d`` and
+   activation modules or functions that directly and only consume it (pooling stays), and the
+   block's consumers read the block's input instead; what no longer fits is rewired by
+   ``strategy``:
 
    - ``reinit``: every consumer whose input size changed (the next convolution's
      ``in_channels``, or the first ``Linear`` after the flatten's ``in_features``) is replaced by a
@@ -18,11 +23,12 @@ One entry point, :func:`remove_convolutions` ``(model, example_input, remove, st
      ``AdaptiveAvgPool2d`` back to the old spatial size when that changed), so every consumer
      keeps its trained weights; the adapters (``pruning_bridge_K``) are new and untrained;
 
-4. recompile, ``graph.lint()``, delete unused submodules and prove the result with a forward pass
+5. recompile, ``graph.lint()``, delete unused submodules and prove the result with a forward pass
    whose output shape must equal the original's.
 
 Anything that cannot give a working model (removing every convolution, an index out of range, a
-structure that cannot be rewired) raises :class:`PruningError` with one clear line.
+convolution that is not removable, part of a residual branch, a structure that cannot be
+rewired) raises :class:`PruningError` with one clear line.
 """
 
 from __future__ import annotations
@@ -35,28 +41,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from cnngraph.errors import ModelError, PruningError
 from cnngraph.models import ModelSpec, build_model, load_weights
+from cnngraph.pruner.units import (
+    RESIDUAL,
+    Unit,
+    block_nodes,
+    conv_nodes,
+    find_units_in_graph,
+    first_line,
+    trace,
+)
+from cnngraph.pruner.units import conv_names as conv_names
 
 STRATEGIES = ("reinit", "bridge")
-RECIPE_VERSION = 1
-
-_ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.PReLU,
-)  # fmt: skip
-_BLOCK_MODULES: tuple[type[nn.Module], ...] = (nn.BatchNorm2d, *_ACTIVATION_MODULES)
-_ACTIVATION_FUNCTIONS: frozenset[Any] = frozenset(
-    {
-        F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish,
-        F.hardswish, F.hardtanh, torch.relu, torch.relu_, torch.sigmoid, torch.tanh, F.batch_norm,
-    }
-)  # fmt: skip
-_ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"})
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class PrunedModel:
     strategy: str
     rewired: tuple[Rewire, ...]
     input_shape: tuple[int, ...]
+    units: tuple[Unit, ...] = ()  # the units removed (chain convolutions, residual branches)
 
     def recipe(self) -> dict[str, Any]:
         """What :func:`load_pruned` needs to redo the surgery on a freshly built original."""
@@ -89,32 +92,11 @@ class PrunedModel:
             "version": RECIPE_VERSION,
             "removed": list(self.removed),
             "removed_names": list(self.removed_names),
+            "units": [u.to_dict() for u in self.units],
             "strategy": self.strategy,
             "input_shape": list(self.input_shape),
             "rewired": [r.to_dict() for r in self.rewired],
         }
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` of ``model``; a :class:`PruningError` when it cannot be traced."""
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as e:  # fx raises many kinds (TraceError, TypeError, ...) for user code
-        raise PruningError(
-            f"torch.fx cannot trace the model ({type(e).__name__}: {_first_line(e)}); "
-            "data-dependent control flow in forward() prevents surgery"
-        ) from e
-
-
-def conv_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    """The ``nn.Conv2d`` call nodes of ``gm`` in execution order."""
-    modules = dict(gm.named_modules())
-    return [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], nn.Conv2d)]
-
-
-def conv_names(model: nn.Module) -> list[str]:
-    """Qualified names of the convolutions of ``model`` in execution order (``c_1 .. c_M``)."""
-    return [str(n.target) for n in conv_nodes(trace(model))]
 
 
 def remove_convolutions(
@@ -146,9 +128,14 @@ def _remove_convolutions(
         expected = _propagate(gm, example_input)
     convs = conv_nodes(gm)
     targets = _validate(remove, convs)
+    units = _units_to_remove(find_units_in_graph(gm), targets)
     names = tuple(str(n.target) for n in convs)
     rewired: list[Rewire] = []
-    for k in targets:
+    for unit in units:
+        if unit.kind == RESIDUAL:
+            _remove_branch(gm, unit)
+            continue
+        k = unit.convs[0]
         bridge = _remove_block(gm, convs[k], k, strategy)
         if bridge is not None:
             rewired.append(bridge)
@@ -169,6 +156,7 @@ def _remove_convolutions(
         strategy=strategy,
         rewired=tuple(rewired),
         input_shape=tuple(int(s) for s in example_input.shape),
+        units=tuple(units),
     )
 
 
@@ -178,7 +166,7 @@ def _propagate(gm: fx.GraphModule, example_input: torch.Tensor) -> torch.Tensor:
     except Exception as e:
         raise PruningError(
             f"the model does not run on an input of shape {list(example_input.shape)} "
-            f"({type(e).__name__}: {_first_line(e)})"
+            f"({type(e).__name__}: {first_line(e)})"
         ) from e
     if not isinstance(out, torch.Tensor):
         raise PruningError("the model's forward must return one tensor for surgery")
@@ -195,43 +183,33 @@ def _validate(remove: Sequence[int], convs: list[fx.Node]) -> list[int]:
         raise PruningError(f"convolution index {bad[0]} is out of range; the model has {m} (0..{m - 1})")
     if len(targets) == m:
         raise PruningError(f"refusing to remove all {m} convolutions; keep at least one (lower gamma)")
-    called = [str(n.target) for n in convs]
-    for k in targets:
-        if called.count(called[k]) > 1:
-            raise PruningError(
-                f"convolution {k} ('{called[k]}') is called more than once; it cannot be removed"
-            )
     return targets
 
 
-def _block(conv: fx.Node, modules: dict[str, nn.Module]) -> list[fx.Node]:
-    """The convolution and the batch-norm/activation nodes that directly and only consume it."""
-    block = [conv]
-    node = conv
-    while len(node.users) == 1:
-        user = next(iter(node.users))
-        if not _is_block_member(user, modules) or not user.args or user.args[0] is not node:
-            break
-        if any(isinstance(a, fx.Node) for a in (*user.args[1:], *user.kwargs.values())):
-            break
-        block.append(user)
-        node = user
-    return block
-
-
-def _is_block_member(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(str(node.target)), _BLOCK_MODULES)
-    if node.op == "call_function":
-        return node.target in _ACTIVATION_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in _ACTIVATION_METHODS
-    return False
+def _units_to_remove(units: list[Unit], targets: list[int]) -> list[Unit]:
+    """The whole removable units that ``targets`` make up; a :class:`PruningError` otherwise."""
+    wanted = set(targets)
+    chosen = []
+    for unit in units:
+        hit = wanted & set(unit.convs)
+        if not hit:
+            continue
+        k = min(hit)
+        if not unit.removable:
+            raise PruningError(f"convolution {k} ('{unit.conv_names[0]}') is not removable: {unit.reason}")
+        if hit != set(unit.convs):
+            listed = ", ".join(f"c{c}" for c in unit.convs)
+            raise PruningError(
+                f"convolution {k} belongs to residual branch '{unit.name}' ({listed}); "
+                "remove the whole branch"
+            )
+        chosen.append(unit)
+    return chosen
 
 
 def _remove_block(gm: fx.GraphModule, conv: fx.Node, k: int, strategy: str) -> Rewire | None:
     """Drop the block of convolution ``k``; with ``bridge``, put an adapter where shapes change."""
-    block = _block(conv, dict(gm.named_modules()))
+    block = block_nodes(conv, dict(gm.named_modules()))
     source = conv.args[0] if len(conv.args) == 1 and not conv.kwargs else None
     if not isinstance(source, fx.Node):
         raise PruningError(
@@ -256,6 +234,22 @@ def _remove_block(gm: fx.GraphModule, conv: fx.Node, k: int, strategy: str) -> R
     for node in reversed(block):
         gm.graph.erase_node(node)
     return rewire
+
+
+def _remove_branch(gm: fx.GraphModule, unit: Unit) -> None:
+    """Drop a residual branch: the addition closing it becomes its other operand (the shortcut)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    merge = nodes[unit.merge]
+    other = next(a for a in merge.args if isinstance(a, fx.Node) and a.name != unit.branch_end)
+    if _shape(other) != _shape(merge):
+        raise PruningError(
+            f"the shortcut of residual branch '{unit.name}' has shape {list(_shape(other))} but the block "
+            f"{list(_shape(merge))}; removing the branch would change what follows"
+        )
+    merge.replace_all_uses_with(other)
+    gm.graph.erase_node(merge)
+    for name in reversed(unit.graph_nodes):
+        gm.graph.erase_node(nodes[name])
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:
@@ -287,7 +281,10 @@ class _Rewirer(fx.Interpreter):
         self.changes: list[Rewire] = []
 
     def rewire(self, example_input: torch.Tensor) -> list[Rewire]:
-        self.run(example_input)
+        try:
+            self.run(example_input)
+        except PruningError as e:  # fx appends "While executing ..." lines: keep the message one line
+            raise PruningError(first_line(e)) from e
         return self.changes
 
     def run_node(self, n: fx.Node) -> Any:
@@ -297,7 +294,7 @@ class _Rewirer(fx.Interpreter):
             raise
         except Exception as e:
             raise PruningError(
-                f"after the removal '{n.name}' fails ({type(e).__name__}: {_first_line(e)}); "
+                f"after the removal '{n.name}' fails ({type(e).__name__}: {first_line(e)}); "
                 "this structure cannot be rewired"
             ) from e
 
@@ -317,7 +314,10 @@ def _refit(module: nn.Module, x: torch.Tensor, name: str) -> nn.Module | None:
     """A freshly initialised copy of ``module`` for input ``x``, or None when it already fits."""
     if isinstance(module, nn.Conv2d) and x.dim() == 4 and x.shape[1] != module.in_channels:
         if module.groups != 1:
-            raise PruningError(f"'{name}' is a grouped convolution; its input channels cannot be changed")
+            raise PruningError(
+                f"'{name}' is a grouped convolution; its input channels cannot be changed "
+                "(--strategy bridge keeps it)"
+            )
         new: nn.Module = nn.Conv2d(
             int(x.shape[1]),
             module.out_channels,
@@ -356,18 +356,13 @@ def _prove(gm: fx.GraphModule, example_input: torch.Tensor, expected: torch.Tens
             out = gm(example_input)
     except Exception as e:
         raise PruningError(
-            f"the pruned model fails its forward pass ({type(e).__name__}: {_first_line(e)})"
+            f"the pruned model fails its forward pass ({type(e).__name__}: {first_line(e)})"
         ) from e
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PruningError(f"the pruned model returns {got} instead of {list(expected.shape)}")
     if not torch.isfinite(out).all():
         raise PruningError("the pruned model returns non-finite values on the example input")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else ""
 
 
 # --------------------------------------------------------------------------- storage
@@ -433,11 +428,18 @@ def load_pruned(path: str | Path) -> nn.Module:
         removed = [int(k) for k in recipe["removed"]]
         strategy = str(recipe["strategy"])
         shape = [int(s) for s in recipe["input_shape"]]
+        # version 1 recipes predate units: their convolutions are all chain units
+        units = [(str(u["kind"]), [int(k) for k in u["convolutions"]]) for u in recipe.get("units", [])]
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"the recipe of '{path}' is incomplete ({e}); prune again") from e
     original = build_model(spec)
     original.eval()
     pruned = remove_convolutions(original, torch.zeros(shape), removed, strategy)
+    if "units" in recipe and units != [(u.kind, list(u.convs)) for u in pruned.units]:
+        raise ModelError(
+            f"the recipe of '{path}' names other units than the rebuilt model has; "
+            "the architecture changed since pruning, prune again"
+        )
     load_weights(pruned.module, state, str(path))
     pruned.module.eval()
     return pruned.module

@@ -1,4 +1,5 @@
-"""Sweep ``gamma``: how many layers each value removes and, optionally, the accuracy it costs."""
+"""Sweep ``gamma``: how many units (and convolutions) each value removes and, optionally, the
+accuracy it costs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cnngraph.pruner.metrics import evaluate
 from cnngraph.pruner.pipeline import PruneOptions, choose_layers
 from cnngraph.pruner.surgery import remove_convolutions
 from cnngraph.pruner.training import train
+from cnngraph.pruner.units import find_units
 from cnngraph.scores import NodeScores
 
 MAX_STEPS = 1000
@@ -24,19 +26,27 @@ MAX_STEPS = 1000
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One gamma: its threshold, the layers removed and the accuracy after fine-tuning (if asked)."""
+    """One gamma: its threshold, the units and convolutions removed, the accuracy after fine-tuning.
+
+    ``every_layer`` is True when the selection would remove every convolution (prune refuses).
+    """
 
     gamma: float
     threshold: float | None
-    removed: tuple[int, ...]
+    removed: tuple[int, ...]  # convolution indices
     accuracy: float | None = None
+    removed_units: tuple[int, ...] = ()
+    every_layer: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "gamma": self.gamma,
             "threshold": self.threshold,
+            "units_removed": len(self.removed_units),
             "layers_removed": len(self.removed),
+            "removed_units": list(self.removed_units),
             "removed": list(self.removed),
+            "every_layer": self.every_layer,
             "accuracy": self.accuracy,
         }
 
@@ -64,23 +74,26 @@ def sweep(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepRow]:
     """One row per gamma; with ``finetune_epochs`` > 0 each distinct removal is pruned,
-    fine-tuned and evaluated once (gammas removing the same layers share the result)."""
+    fine-tuned and evaluated once (gammas removing the same units share the result).
+
+    Units are the model's (:func:`find_units`); without a model every layer is a chain unit.
+    """
     if finetune_epochs > 0 and (model is None or train_data is None or test_data is None):
         raise ConfigError("accuracy in a sweep needs the checkpoint and the data (--checkpoint, --data)")
     rows: list[SweepRow] = []
     cache: dict[tuple[int, ...], float | None] = {}
+    units = find_units(model) if model is not None else None
     for n, gamma in enumerate(gammas):
-        selection = choose_layers(
-            model or nn.Identity(), scores, replace(options, gamma=gamma, select="entropy")
-        )
+        selection = choose_layers(model, scores, replace(options, gamma=gamma, select="entropy"), units)
         removed = selection.removed
+        every = not selection.kept
         accuracy = None
-        if finetune_epochs > 0 and len(removed) < selection.num_layers:
+        if finetune_epochs > 0 and not every:
             if removed not in cache:
                 assert model is not None and train_data is not None and test_data is not None
                 cache[removed] = _accuracy(model, removed, train_data, test_data, options, finetune_epochs)
             accuracy = cache[removed]
-        rows.append(SweepRow(gamma, selection.threshold, removed, accuracy))
+        rows.append(SweepRow(gamma, selection.threshold, removed, accuracy, selection.removed_units, every))
         if progress is not None:
             progress(n + 1, len(gammas))
     return rows
@@ -100,4 +113,5 @@ def _accuracy(
 
 
 def removed_counts(rows: list[SweepRow]) -> np.ndarray:
-    return np.array([len(r.removed) for r in rows], dtype=np.int64)
+    """Units removed per gamma."""
+    return np.array([len(r.removed_units) for r in rows], dtype=np.int64)

@@ -1,6 +1,7 @@
 // delta of every node of one model (METHOD.md section 4), written back as node properties.
-// d[h] = weighted in- plus out-degree of the node in class network h (|d[h]| when the mapping
-// used response = conv); p[h] = d[h] / sum(d):
+// d[h] = |weighted in- plus out-degree of the node in class network h| (METHOD.md sections 4 and
+// 8: the absolute value, since a block ending at a batch norm, or response = conv, can be
+// negative; ReLU responses are >= 0 anyway); p[h] = d[h] / sum(d):
 //   entropy       = -sum_h p[h] ln p[h]   (terms with p[h] = 0 add 0; 0 when sum(d) = 0)
 //   mean          = sum(d) / t
 //   participation = t / (t - 1) * (1 - sum_h p[h]^2)
@@ -9,14 +10,14 @@
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'
 MATCH (m:Model {id: $model})
-WITH m.num_classes AS t, m.response = 'conv' AS absolute
+WITH m.num_classes AS t
 MATCH (p:Position {model: $model})
-CALL (p, t, absolute) {
+CALL (p, t) {
   OPTIONAL MATCH (p)-[r:ARC]-()
-  WITH t, absolute, r.class AS h, sum(r[$descriptor]) AS w
-  WITH t, absolute, collect([h, w]) AS pairs
+  WITH t, r.class AS h, sum(r[$descriptor]) AS w
+  WITH t, collect([h, w]) AS pairs
   WITH t, [c IN range(0, t - 1) |
-           coalesce(head([x IN pairs WHERE x[0] = c | CASE WHEN absolute THEN abs(x[1]) ELSE x[1] END]), 0.0)] AS d
+           coalesce(head([x IN pairs WHERE x[0] = c | abs(x[1])]), 0.0)] AS d
   WITH t, d, reduce(s = 0.0, x IN d | s + x) AS total
   RETURN
     CASE WHEN total = 0 THEN 0.0

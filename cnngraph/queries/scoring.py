@@ -2,6 +2,8 @@
 
 ``compute_scores`` runs ``scores.cypher``, which writes ``delta`` (entropy), ``delta_entropy``,
 ``delta_mean`` and ``delta_participation`` onto every ``:Position``; ``fetch_scores`` reads them back.
+A model loaded with ``--layout compact`` (``:Model.layout``) runs ``scores_compact.cypher`` and
+``degrees_compact.cypher`` instead, which read the per-class weight lists: the same numbers.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from neo4j import Driver
 from cnngraph.errors import ConfigError, Neo4jError
 from cnngraph.loader.catalog import drop_model, list_models, require_model
 from cnngraph.loader.guard import neo4j_errors, quiet_session
+from cnngraph.mapping import reference
 from cnngraph.mapping.network import DESCRIPTORS
-from cnngraph.queries import cypher
+from cnngraph.queries import cypher, for_layout
 from cnngraph.scores import NodeScores
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "fetch_scores",
     "layer_summary",
     "list_models",
+    "preview_scores",
     "top_nodes",
 ]
 
@@ -64,7 +68,8 @@ def compute_degrees(
     """Run ``degrees.cypher``: in/out degree of every node in every class network."""
     props = require_model(driver, model, database)
     descriptor = _check_descriptor(descriptor, props)
-    records = _fetch(driver, database, cypher("degrees"), model=model, descriptor=descriptor)
+    query = for_layout("degrees", props.get("layout"))
+    records = _fetch(driver, database, query, model=model, descriptor=descriptor)
     nid, layer, i, j = _position_columns(records)
     order = np.argsort(nid, kind="stable")
     t = int(props["num_classes"])
@@ -90,7 +95,8 @@ def compute_scores(
     descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
     with neo4j_errors(driver), quiet_session(driver, database) as session:
         session.run(START_SCORING, model=model).consume()
-        records = list(session.run(cypher("scores"), model=model, descriptor=descriptor))
+        query = for_layout("scores", props.get("layout"))
+        records = list(session.run(query, model=model, descriptor=descriptor))
         session.run(cypher("size_labels"), model=model).consume()
         session.run(FINISH_SCORING, model=model, descriptor=descriptor).consume()
     return _node_scores(driver, model, descriptor, records, database)
@@ -104,6 +110,29 @@ def fetch_scores(driver: Driver, model: str, database: str | None = None) -> Nod
         raise Neo4jError(f"model '{model}' has no scores yet; run 'cnngraph score --model {model}' first")
     records = _fetch(driver, database, cypher("stored_scores"), model=model)
     return _node_scores(driver, model, str(descriptor), records, database)
+
+
+def preview_scores(
+    driver: Driver, model: str, descriptor: str | None = None, database: str | None = None
+) -> NodeScores:
+    """Every aggregator of every node, computed in memory from the degrees Cypher reads.
+
+    Writes nothing into the graph (``prune --dry-run``); same values as :func:`compute_scores`.
+    """
+    props = require_model(driver, model, database)
+    descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
+    table = compute_degrees(driver, model, descriptor, database)
+    values = {name: reference.score(table.total, name, absolute=True) for name in AGGREGATORS}
+    names = tuple(str(r["name"]) for r in _fetch(driver, database, LAYER_NAMES, model=model))
+    return NodeScores(
+        layer=table.layer,
+        i=table.i,
+        j=table.j,
+        values=values,
+        layer_names=names,
+        descriptor=descriptor,
+        model=model,
+    )
 
 
 def layer_summary(driver: Driver, model: str, database: str | None = None) -> list[dict[str, Any]]:

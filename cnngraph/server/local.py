@@ -2,23 +2,39 @@
 
 The launcher is the small Maven project in ``server/`` (one Java class running an embedded
 Neo4j with Bolt, HTTP and Neo4j Browser). ``start`` runs it in the background with its PID file,
-state file and log in a state directory, and returns once Bolt answers. ``stop`` stops it by the
-PID it recorded, never by name.
+state file, log and password in a state directory, and returns once it is ready.
+
+Safe by default: auth is on with a password generated at the first start and kept in the state
+directory (``neo4j.password``, mode 0600; the directory and the store are 0700), so that neither
+another user nor a web page open in a browser on this machine can run Cypher; cross-origin HTTP is
+limited to the server's own origin. Auth goes off only when asked (``auth=False``).
+
+One server per state directory: starts on one state directory are serialised by a file lock;
+readiness is read from a pipe of the child itself, never from a log that another start may share;
+``stop`` and ``status`` act only on a process whose command line names this state directory's
+store, never on a PID that now belongs to something else.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cnngraph.errors import ConfigError, ServerError
+from cnngraph.settings import PASSWORD_FILE, STATE_FILE, default_state_dir
 
 LAUNCHER_CLASS = "org.cnngraph.server.Launcher"
 READY_MARK = "cnngraph-server: ready"
@@ -28,12 +44,20 @@ JVM_FLAGS = (
     "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
     "-Dio.netty.tryReflectionSetAccessible=true",
 )
+DEFAULT_TIMEOUT = 600.0
+"""Seconds ``start`` waits: a store of millions of relationships can take minutes to recover."""
 
-
-def default_state_dir() -> Path:
-    """``CNNGRAPH_STATE_DIR``, else ``~/.local/state/cnngraph``."""
-    env = os.environ.get("CNNGRAPH_STATE_DIR")
-    return Path(env) if env else Path.home() / ".local" / "state" / "cnngraph"
+__all__ = [
+    "ServerConfig",
+    "ServerInfo",
+    "default_state_dir",
+    "free_port",
+    "process_alive",
+    "start",
+    "status",
+    "stop",
+    "stored_password",
+]
 
 
 def default_launcher_dir() -> Path:
@@ -44,7 +68,10 @@ def default_launcher_dir() -> Path:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How to run the local server. The password (auth on) travels in the environment only."""
+    """How to run the local server. The password travels in the environment only, never in argv.
+
+    With ``auth`` on and no ``password``, the stored one is used (generated at the first start).
+    """
 
     state_dir: Path
     host: str = "127.0.0.1"
@@ -54,10 +81,7 @@ class ServerConfig:
     heap: str = "1g"
     pagecache: str = "512m"
     launcher_dir: Path | None = None
-
-    @property
-    def auth(self) -> bool:
-        return self.password is not None
+    auth: bool = True
 
     @property
     def store_dir(self) -> Path:
@@ -69,11 +93,19 @@ class ServerConfig:
 
     @property
     def state_file(self) -> Path:
-        return self.state_dir / "neo4j.json"
+        return self.state_dir / STATE_FILE
 
     @property
     def log_file(self) -> Path:
         return self.state_dir / "neo4j.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.state_dir / PASSWORD_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "server.lock"
 
     @property
     def bolt_uri(self) -> str:
@@ -95,6 +127,7 @@ class ServerInfo:
     auth: bool
     started: float
     startup_seconds: float = 0.0
+    ready: bool = True
 
 
 # ------------------------------------------------------------------------------------------ build
@@ -112,6 +145,7 @@ def launcher_classpath(launcher_dir: Path | None = None, rebuild: bool = False) 
     built = cp_file.is_file() and classes.is_dir()
     if rebuild or not built or max(s.stat().st_mtime for s in sources) > cp_file.stat().st_mtime:
         _maven_build(root)
+        cp_file.touch()  # Maven leaves an unchanged class path file as it was
     return f"{classes}{os.pathsep}{cp_file.read_text().strip()}"
 
 
@@ -138,8 +172,20 @@ def _require_java() -> str:
 
 
 # ------------------------------------------------------------------------------------------ start
-def start(config: ServerConfig, timeout: float = 180.0) -> ServerInfo:
-    """Start the server in the background and wait until Bolt answers."""
+def start(config: ServerConfig, timeout: float = DEFAULT_TIMEOUT) -> ServerInfo:
+    """Start the server in the background and wait until it is ready and Bolt answers.
+
+    When it is not ready within ``timeout`` (a large store recovering after a crash), it is left
+    running and a :class:`ServerError` says so; Ctrl-C during the wait stops it.
+    """
+    if timeout <= 0:
+        raise ConfigError(f"the start timeout must be positive, got {timeout}")
+    _private_dir(config.state_dir)
+    with _start_lock(config):
+        return _start_locked(config, timeout)
+
+
+def _start_locked(config: ServerConfig, timeout: float) -> ServerInfo:
     running = status(config)
     if running is not None:
         raise ServerError(
@@ -154,11 +200,13 @@ def start(config: ServerConfig, timeout: float = 180.0) -> ServerInfo:
             )
     java = _require_java()
     classpath = launcher_classpath(config.launcher_dir)
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    password = _password_for(config)
+    _private_dir(config.store_dir)
     env = dict(os.environ)
     env.pop("NEO4J_PASSWORD", None)
-    if config.password is not None:
-        env["NEO4J_PASSWORD"] = config.password
+    if password is not None:
+        env["NEO4J_PASSWORD"] = password
+    ready_read, ready_write = os.pipe()
     cmd = [
         java,
         f"-Xms{config.heap}",
@@ -173,25 +221,25 @@ def start(config: ServerConfig, timeout: float = 180.0) -> ServerInfo:
         "--http-port", str(config.http_port),
         "--auth", "true" if config.auth else "false",
         "--pagecache", config.pagecache,
+        "--ready-fd", str(ready_write),
     ]  # fmt: skip
     began = time.time()
     log_offset = config.log_file.stat().st_size if config.log_file.exists() else 0
-    with open(config.log_file, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    config.pid_file.write_text(f"{proc.pid}\n")
     try:
-        _wait_for_bolt(config, proc, log_offset, timeout)
-    except BaseException:
-        _terminate(proc.pid, 20.0)
-        config.pid_file.unlink(missing_ok=True)
-        raise
+        log_fd = os.open(config.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.chmod(config.log_file, 0o600)
+        with os.fdopen(log_fd, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                pass_fds=(ready_write,),
+                start_new_session=True,
+            )
+    finally:
+        os.close(ready_write)
     info = ServerInfo(
         pid=proc.pid,
         bolt_uri=config.bolt_uri,
@@ -199,39 +247,133 @@ def start(config: ServerConfig, timeout: float = 180.0) -> ServerInfo:
         store=str(config.store_dir),
         auth=config.auth,
         started=began,
-        startup_seconds=round(time.time() - began, 2),
+        ready=False,
     )
-    config.state_file.write_text(json.dumps(asdict(info), indent=2))
+    _write_private(config.pid_file, f"{proc.pid}\n")
+    _write_private(config.state_file, json.dumps(asdict(info), indent=2))
+    try:
+        with os.fdopen(ready_read, "rb") as ready:
+            _wait_until_ready(config, proc, ready, timeout, password, log_offset)
+    except _StillStarting:
+        raise ServerError(
+            f"Neo4j (pid {proc.pid}) is not ready after {timeout:.0f} s and keeps running: a large store "
+            f"can take minutes to recover after a crash ({_recovery_hint(config)}). 'cnngraph server "
+            f"status' says when it answers, 'cnngraph server stop' stops it; log {config.log_file}"
+        ) from None
+    except BaseException:
+        _terminate(proc.pid, 20.0)
+        config.pid_file.unlink(missing_ok=True)
+        config.state_file.unlink(missing_ok=True)
+        raise
+    info = ServerInfo(**{**asdict(info), "ready": True, "startup_seconds": round(time.time() - began, 2)})
+    _write_private(config.state_file, json.dumps(asdict(info), indent=2))
     return info
 
 
-def _wait_for_bolt(
-    config: ServerConfig, proc: subprocess.Popen[bytes], log_offset: int, timeout: float
+class _StillStarting(Exception):
+    """The child runs but did not say it is ready in time."""
+
+
+def _wait_until_ready(
+    config: ServerConfig,
+    proc: subprocess.Popen[bytes],
+    ready: BinaryIO,
+    timeout: float,
+    password: str | None,
+    log_offset: int,
 ) -> None:
-    """Wait for the launcher's ready line (printed after the password is set), then for Bolt."""
+    """Read the child's ready pipe until its ready line (printed after the password is set), then
+    wait for Bolt to answer. A child that exits first is an error with its log's tail."""
     from neo4j import GraphDatabase
     from neo4j import exceptions as neo4j_exc
 
-    auth = ("neo4j", config.password) if config.password else None
+    fd = ready.fileno()
+    auth = ("neo4j", password) if password else None
     deadline = time.time() + timeout
+    seen = b""
+    said_ready = False
     while time.time() < deadline:
+        if not said_ready:
+            readable, _, _ = select.select([fd], [], [], 0.3)
+            if readable:
+                chunk = os.read(fd, 4096)
+                seen += chunk
+                said_ready = READY_MARK.encode() in seen
+                if not chunk and not said_ready:  # the child closed its end: it exited or is exiting
+                    proc.wait(timeout=30)
         if proc.poll() is not None:
             raise ServerError(
                 f"Neo4j exited during start (code {proc.returncode}); log {config.log_file}: "
                 f"{_last_lines(_read_log(config, log_offset), 6)}"
             )
-        if READY_MARK in _read_log(config, log_offset):
+        if said_ready:
             try:
                 with GraphDatabase.driver(config.bolt_uri, auth=auth) as driver:
                     driver.verify_connectivity()
                 return
             except (neo4j_exc.ServiceUnavailable, OSError):
-                pass
-        time.sleep(0.3)
-    raise ServerError(
-        f"Neo4j did not answer on {config.bolt_uri} within {timeout:.0f} s; log {config.log_file}: "
-        f"{_last_lines(_read_log(config, log_offset), 6)}"
-    )
+                time.sleep(0.3)
+    raise _StillStarting
+
+
+def _recovery_hint(config: ServerConfig) -> str:
+    """What the store's debug log says about recovery, when it says anything."""
+    debug = config.store_dir / "logs" / "debug.log"
+    try:
+        with open(debug, "rb") as fh:
+            fh.seek(max(0, debug.stat().st_size - 65536))
+            lines = [line for line in fh.read().decode(errors="replace").splitlines() if "ecovery" in line]
+    except OSError:
+        return "no recovery noted yet"
+    return f"its log says: {lines[-1].strip()[-160:]}" if lines else "no recovery noted yet"
+
+
+def _password_for(config: ServerConfig) -> str | None:
+    """The password to start with: given, else stored, else generated; stored owner-only either way."""
+    if not config.auth:
+        return None
+    password = config.password or stored_password(config)
+    if password is None:
+        password = secrets.token_urlsafe(18)
+    if len(password) < 8:
+        raise ConfigError("the Neo4j password must have at least 8 characters")
+    if stored_password(config) != password:
+        _write_private(config.password_file, password + "\n")
+    return password
+
+
+def stored_password(config: ServerConfig) -> str | None:
+    """The password kept in the state directory, or None."""
+    try:
+        return config.password_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@contextmanager
+def _start_lock(config: ServerConfig) -> Iterator[None]:
+    """An exclusive lock on the state directory: one start at a time (a second waits for the first)."""
+    fd = os.open(config.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and make it owner-only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to an owner-only file, atomically (a reader sees the old or the new text)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------ stop/status
@@ -240,18 +382,25 @@ def status(config: ServerConfig) -> ServerInfo | None:
     pid = _recorded_pid(config)
     if pid is None:
         return None
-    if not _is_our_launcher(pid):
+    if not is_our_launcher(pid, config):
         config.pid_file.unlink(missing_ok=True)
         return None
     try:
         data = json.loads(config.state_file.read_text())
-        return ServerInfo(**data)
+        info = ServerInfo(**data)
+        if info.pid == pid:
+            return info
     except (OSError, ValueError, TypeError):
-        return ServerInfo(pid, config.bolt_uri, config.browser_url, str(config.store_dir), config.auth, 0.0)
+        pass
+    return ServerInfo(pid, config.bolt_uri, config.browser_url, str(config.store_dir), config.auth, 0.0)
 
 
-def stop(config: ServerConfig, timeout: float = 60.0) -> int | None:
-    """Stop the server by its recorded PID; returns that PID, or None if none was running."""
+def stop(config: ServerConfig, timeout: float = 120.0) -> int | None:
+    """Stop the server of this state directory; returns its PID, or None if none was running.
+
+    Only a process whose command line names this state directory's store is ever signalled. No
+    lock: a stop must work while a start still waits for its server (which then reports its exit).
+    """
     info = status(config)
     if info is None:
         return None
@@ -308,16 +457,33 @@ def _recorded_pid(config: ServerConfig) -> int | None:
         return None
 
 
-def _is_our_launcher(pid: int) -> bool:
+def is_our_launcher(pid: int, config: ServerConfig) -> bool:
+    """Whether ``pid`` runs the launcher on this state directory's store (``--home STORE``)."""
     if not process_alive(pid):
         return False
+    args = _command_line(pid)
+    if args is None or LAUNCHER_CLASS not in args:
+        return False
+    try:
+        home = args[args.index("--home") + 1]
+    except (ValueError, IndexError):
+        return False
+    return os.path.realpath(home) == os.path.realpath(config.store_dir)
+
+
+def _command_line(pid: int) -> list[str] | None:
+    """The process's arguments: from /proc on Linux, else from ``ps`` (split on spaces)."""
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:
-            return LAUNCHER_CLASS.encode() in cmdline.read_bytes()
+            return [a.decode(errors="replace") for a in cmdline.read_bytes().split(b"\0") if a]
         except OSError:
-            return False
-    return True
+            return None
+    ps = shutil.which("ps")
+    if ps is None:
+        return None
+    proc = subprocess.run([ps, "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    return proc.stdout.split() if proc.returncode == 0 else None
 
 
 def server_version(bolt_uri: str, password: str | None) -> str:
@@ -349,6 +515,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _read_log(config: ServerConfig, offset: int = 0) -> str:
+    """The server's log from ``offset`` (every start of this state directory appends to it)."""
     try:
         with open(config.log_file, "rb") as fh:
             fh.seek(offset)

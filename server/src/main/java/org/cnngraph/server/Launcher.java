@@ -1,6 +1,7 @@
 package org.cnngraph.server;
 
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
@@ -18,7 +19,13 @@ import org.neo4j.graphdb.GraphDatabaseService;
  * NEO4J_PASSWORD so that it never shows in the process list.
  *
  * <p>Options: --home DIR, --host ADDR, --bolt-port N, --http-port N, --auth true|false,
- * --pagecache SIZE (for example 512m), --conf key=value (any neo4j.conf setting, repeatable).
+ * --pagecache SIZE (for example 512m), --conf key=value (any neo4j.conf setting, repeatable),
+ * --ready-fd N (an inherited pipe: the ready line goes there too, so that whoever started this
+ * process reads its readiness from its own child, never from a log file another start shares).
+ *
+ * <p>Cross-origin HTTP is limited to the server's own origin (http://HOST:HTTP-PORT), so a web
+ * page elsewhere cannot read answers of the HTTP API. Neo4j 5.26 has no origin check for Bolt
+ * over WebSocket: there, auth (on by default in cnngraph) is the protection.
  */
 public final class Launcher {
 
@@ -68,6 +75,10 @@ public final class Launcher {
     raw.put("dbms.security.auth_enabled", Boolean.toString(auth));
     raw.put("server.memory.pagecache.size", opts.getOrDefault("pagecache", "512m"));
     raw.put("dbms.usage_report.enabled", "false");
+    raw.put("dbms.security.http_access_control_allow_origin", "http://" + http);
+    // Neo4j Browser starts with "Connect result nodes" (its setting autoComplete) off: else it
+    // draws the arcs of every class between the nodes a query returns.
+    raw.put("browser.post_connect_cmd", "config autoComplete: false");
     raw.putAll(config);
 
     long started = System.nanoTime();
@@ -93,6 +104,9 @@ public final class Launcher {
         "cnngraph-server: ready in %d ms, bolt://%s, http://%s/browser/, store %s, auth %s%n",
         millis, bolt, http, home, auth ? "on" : "off");
     System.out.flush();
+    if (opts.containsKey("ready-fd")) {
+      signalReady(opts.get("ready-fd"), bolt);
+    }
     stopped.await();
   }
 
@@ -107,6 +121,16 @@ public final class Launcher {
       if (!String.valueOf(e.getMessage()).contains("cannot be the same")) {
         throw e;
       }
+    }
+  }
+
+  /** Writes one line to the inherited pipe --ready-fd and closes it (the starter then stops reading). */
+  private static void signalReady(String fd, String bolt) {
+    try (var out = Files.newOutputStream(Path.of("/dev/fd/" + Integer.parseInt(fd)))) {
+      out.write(("cnngraph-server: ready, bolt://" + bolt + "\n").getBytes(StandardCharsets.UTF_8));
+    } catch (IOException | NumberFormatException e) {
+      // The starter gave up (its end is closed) or passed no pipe: the server runs on regardless.
+      System.out.println("cnngraph-server: could not signal readiness on fd " + fd + ": " + e);
     }
   }
 
