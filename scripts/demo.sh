@@ -13,7 +13,7 @@ NAME=${DEMO_MODEL_NAME:-demo-digits}
 EPOCHS=${DEMO_EPOCHS:-12}
 GAMMA=${DEMO_GAMMA:-1.0}
 # The paper's layer rule 'any' keeps a layer when one of its nodes scores above the threshold. On
-# this small model every layer's entropies lie within about 3% of ln 10, so 'any' keeps every
+# this small model every node's entropy lies within about 4% of ln 10, so 'any' keeps every
 # layer at gamma 1; the demo keeps a layer when half its nodes score above it instead.
 RULE=${DEMO_RULE:-fraction:0.5}
 mkdir -p "$OUT"

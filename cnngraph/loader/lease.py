@@ -25,6 +25,7 @@ from neo4j import Driver, ManagedTransaction
 from cnngraph.errors import Neo4jError
 from cnngraph.loader import schema
 from cnngraph.loader.guard import quiet_session
+from cnngraph.processes import process_alive
 
 LEASE_MS = 60_000
 """How long a lease lasts without renewal; every batch renews it."""
@@ -119,19 +120,4 @@ def _is_free(props: dict[str, Any], now: int) -> bool:
     pid = props.get("writer_pid")
     if props.get("writer_host") != socket.gethostname() or not isinstance(pid, int):
         return False
-    return pid != os.getpid() and not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = f"/proc/{pid}/stat"
-    try:
-        with open(stat) as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    return pid != os.getpid() and not process_alive(pid)

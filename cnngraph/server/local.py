@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cnngraph.errors import ConfigError, ServerError
+from cnngraph.processes import process_alive
 from cnngraph.settings import PASSWORD_FILE, STATE_FILE, default_state_dir
 
 LAUNCHER_CLASS = "org.cnngraph.server.Launcher"
@@ -426,28 +427,6 @@ def _terminate(pid: int, timeout: float) -> None:
         return
     while process_alive(pid):
         time.sleep(0.1)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _recorded_pid(config: ServerConfig) -> int | None:
