@@ -113,7 +113,7 @@ class _RateMeter:
             self.start = (now, done)
             return ""
         seconds, first = now - self.start[0], self.start[1]
-        return f"{(done - first) * self.classes / seconds:,.0f} arcs/s" if seconds > 0 else ""
+        return f"{(done - first) * self.classes / seconds:,.0f} class-arcs/s" if seconds > 0 else ""
 
 
 def _print(report: LoadReport, as_json: bool) -> None:
@@ -134,7 +134,8 @@ def _print(report: LoadReport, as_json: bool) -> None:
         return
     if report.status == "already loaded":
         console.print(
-            f"model '{report.model}' is already loaded ({report.relationships:,} arcs); nothing to do"
+            f"model '{report.model}' is already loaded "
+            f"({report.relationships:,} relationships); nothing to do"
         )
         return
     classes = report.relationships // max(report.arcs, 1)
@@ -142,10 +143,10 @@ def _print(report: LoadReport, as_json: bool) -> None:
     stored = (
         f"{report.arcs:,} arcs (compact layout: one relationship each, weights of {report.classes} classes)"
         if report.layout == "compact"
-        else f"{report.relationships:,} arcs ({report.arcs:,} x {classes} classes)"
+        else f"{report.relationships:,} relationships ({report.arcs:,} arcs x {classes} classes)"
     )
     console.print(
         f"model '{report.model}' {report.status}: {report.nodes:,} positions, {stored} "
-        f"in {report.seconds:.1f} s, {report.relationships_per_second:,.0f} arcs/s{deleted}",
+        f"in {report.seconds:.1f} s, {report.relationships_per_second:,.0f} relationships/s{deleted}",
         soft_wrap=True,
     )
