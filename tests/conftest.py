@@ -10,6 +10,7 @@ never start it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,25 @@ def neo4j_driver(neo4j_settings: Neo4jSettings) -> Iterator[object]:
         yield driver
     finally:
         driver.close()
+
+
+@pytest.fixture
+def driver(neo4j_driver: Any) -> Any:
+    """The session's driver for the real test server."""
+    return neo4j_driver
+
+
+@pytest.fixture
+def model_id(neo4j_driver: Any) -> Iterator[str]:
+    """A unique model id; afterwards any lease a killed writer left is freed and the model dropped."""
+    from cnngraph.loader.catalog import drop_model
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        neo4j_driver.execute_query("MATCH (m:Model {id: $model}) REMOVE m.writer, m.lease_until", model=name)
+        drop_model(neo4j_driver, name)
 
 
 @pytest.fixture(scope="session")

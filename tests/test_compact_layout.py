@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +27,6 @@ ALL_ARCS = """
 MATCH (a:Position {model: $model})-[r:ARC]->(b:Position)
 RETURN a.nid AS src, b.nid AS dst, r.class AS class, r.mean AS mean, r.median AS median
 """
-
-
-@pytest.fixture
-def driver(neo4j_driver: Any) -> Any:
-    return neo4j_driver
-
-
-@pytest.fixture
-def model_id(driver: Any) -> Iterator[str]:
-    name = f"test-compact-{uuid.uuid4().hex[:10]}"
-    yield name
-    driver.execute_query("MATCH (m:Model {id: $model}) REMOVE m.writer, m.lease_until", model=name)
-    drop_model(driver, name)
 
 
 def assert_exact(driver: Any, model: str, net: MultilayerNetwork, layout: str = "compact") -> None:

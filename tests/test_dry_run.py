@@ -6,8 +6,6 @@ any scores exist; then the same with a graph of another model and with a half-lo
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import typer
 from test_loader import Interrupt, interrupt_after, synthetic_network
 from typer.testing import CliRunner
 
-from cnngraph.loader.catalog import drop_model, get_model
+from cnngraph.loader.catalog import get_model
 from cnngraph.loader.writer import load_network
 from cnngraph.mapping.network import MultilayerNetwork
 
@@ -50,13 +48,6 @@ def trained(cli_app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> t
     result = runner.invoke(cli_app, [*args, "--out", str(mapping)])
     assert result.exit_code == 0, result.output
     return checkpoint, mapping
-
-
-@pytest.fixture
-def model_id(neo4j_driver: Any) -> Iterator[str]:
-    name = f"test-dry-{uuid.uuid4().hex[:8]}"
-    yield name
-    drop_model(neo4j_driver, name)
 
 
 def written(driver: Any, model: str) -> tuple[int, int, Any]:

@@ -14,8 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,6 @@ MATCH (m:Model {id: $model})
 SET m.writer = $token, m.writer_host = $host, m.writer_pid = $pid, m.lease_until = $until
 """
 HOST = socket.gethostname()
-
-
-@pytest.fixture
-def driver(neo4j_driver: Any) -> Any:
-    return neo4j_driver
-
-
-@pytest.fixture
-def model_id(driver: Any) -> Iterator[str]:
-    name = f"test-int-{uuid.uuid4().hex[:10]}"
-    yield name
-    _free_lease(driver, name)
-    drop_model(driver, name)
 
 
 def _free_lease(driver: Any, model: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -94,20 +92,6 @@ def synthetic_network(
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture
-def driver(neo4j_driver: Any) -> Any:
-    """The session's driver for the real test server (tests/conftest.py)."""
-    return neo4j_driver
-
-
-@pytest.fixture
-def model_id(driver: Any) -> Iterator[str]:
-    """A unique model id, dropped after the test."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    yield name
-    drop_model(driver, name)
-
-
 def graph_counts(driver: Any, model: str) -> dict[str, int]:
     records, _, _ = driver.execute_query(COUNT_GRAPH, model=model)
     meta, _, _ = driver.execute_query(COUNT_META, model=model)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +17,6 @@ from cnngraph.pruner.surgery import load_pruned
 from cnngraph.pruner.training import train
 
 pytestmark = pytest.mark.neo4j
-
-
-@pytest.fixture
-def model_id(neo4j_driver: Any) -> Iterator[str]:
-    from cnngraph.loader.catalog import drop_model
-
-    name = f"test-prune-{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        drop_model(neo4j_driver, name)
 
 
 def test_train_map_load_score_prune(neo4j_driver: Any, model_id: str, tmp_path: Path) -> None:
