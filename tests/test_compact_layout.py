@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_cypher_text import _operators
 from test_loader import Interrupt, graph_counts, interrupt_after, synthetic_network
 
 from cnngraph.errors import ConfigError, Neo4jError
@@ -188,13 +189,6 @@ def test_compact_statement_plans_range_seeks_not_scans(driver: Any, model_id: st
     operators = _operators(summary.plan)
     assert sum("IndexSeek" in op for op in operators) == 2, operators
     assert not any("Scan" in op for op in operators), operators
-
-
-def _operators(plan: dict[str, Any]) -> list[str]:
-    found = [str(plan.get("operatorType", "")).split("@")[0]]
-    for child in plan.get("children", []):
-        found += _operators(child)
-    return found
 
 
 @pytest.mark.neo4j
