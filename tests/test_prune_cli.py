@@ -95,6 +95,20 @@ def test_dry_run_prints_selection(
     doc = json.loads(result.stdout)
     assert doc["removed"] == [1, 3]
     assert doc["threshold"] == pytest.approx(np.mean(stub_scores().values["entropy"]))
+    # --remove N sets gamma so that N units go, the lowest-scoring first. Layers 1 and 3 score 0
+    # (no gamma keeps them under rule any) and layers 0, 2, 4 tie at 1: tied units go together.
+    for n, expected in ((0, [1, 3]), (1, [1, 3]), (2, [1, 3]), (3, [0, 1, 2, 3, 4]), (5, [0, 1, 2, 3, 4])):
+        result = runner.invoke(cli_app, [*args, "--json", "--remove", str(n)])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["removed"] == expected
+        assert doc["options"]["gamma"] * np.mean(stub_scores().values["entropy"]) == pytest.approx(
+            doc["threshold"]
+        )
+    for n in ("6", "-1"):
+        result = runner.invoke(cli_app, [*args, "--remove", n])
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert "remove" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_prune_writes_everything(
@@ -112,7 +126,8 @@ def test_prune_writes_everything(
         "--batch-size",
         "16",
     ]
-    result = runner.invoke(cli_app, [*args, "--strategy", "bridge", "--out", str(out), "--json"])
+    more = ["--strategy", "bridge", "--augment", "--schedule", "cosine"]
+    result = runner.invoke(cli_app, [*args, *more, "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert names == {"pruned.pt", "pruned.json", "report.json", "delta_heatmap.png", "layers.png"}
@@ -120,6 +135,7 @@ def test_prune_writes_everything(
     report = json.loads((out / "report.json").read_text())
     assert [r["layer"] for r in report["removed"]] == [1, 3]
     assert report["options"]["strategy"] == "bridge" and report["options"]["gamma"] == 1.0
+    assert report["options"]["augment"] is True and report["options"]["schedule"] == "cosine"
     assert report["pruned"]["parameters"] < report["original"]["parameters"]
     keys = [r["key"] for r in report["comparison"]]
     assert keys == ["accuracy", "precision", "recall", "parameters", "macs", "latency_ms", "epoch_seconds"]
@@ -162,6 +178,8 @@ def test_prune_table_and_baseline(
         (["--strategy", "glue"], "strategy"),
         (["--select", "magic"], "selection"),
         (["--gamma", "5"], "every convolution"),
+        (["--schedule", "steps"], "schedule"),
+        (["--remove", "-1"], "remove"),
     ],
 )
 def test_prune_bad_inputs(

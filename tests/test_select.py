@@ -13,6 +13,8 @@ from torch import nn
 from cnngraph.errors import ConfigError
 from cnngraph.pruner.select import (
     annotate,
+    critical_thresholds,
+    gamma_for_count,
     last_units,
     parse_layer_rule,
     random_layers,
@@ -157,13 +159,15 @@ def oracle_kept(scores: NodeScores, units: list[Unit], gamma: float, stat: str, 
             kept.append(True)
         elif rule == "any":
             kept.append(hits >= 1)
+        elif rule == "mean":
+            kept.append(sum(mine) / len(mine) > th)
         else:
             kept.append(hits >= float(rule.split(":")[1]) * len(mine))
     return kept
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.6"])
+@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.6", "mean"])
 @pytest.mark.parametrize("stat", ["mean", "median"])
 def test_select_units_matches_brute_force(seed: int, rule: str, stat: str) -> None:
     units = unit_list()
@@ -173,6 +177,47 @@ def test_select_units_matches_brute_force(seed: int, rule: str, stat: str) -> No
         assert [r.kept for r in sel.rows] == oracle_kept(scores, units, gamma, stat, rule)
         assert sel.kept == tuple(sorted(k for r in sel.rows if r.kept for k in r.convs))
         assert sel.removed_units == tuple(r.unit for r in sel.rows if not r.kept)
+
+
+def chain_of(sizes: tuple[int, ...]) -> list[Unit]:
+    """A stem that is not removable, then one chain unit per further convolution."""
+    return [Unit(0, NOT_REMOVABLE, (0,), ("stem",), "stem", reason="stem")] + [
+        Unit(k, CHAIN, (k,), (f"c{k}",), f"c{k}") for k in range(1, len(sizes))
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.5", "mean"])
+@pytest.mark.parametrize("stat", ["mean", "median"])
+def test_gamma_for_count_removes_that_many(seed: int, rule: str, stat: str) -> None:
+    """Every count 0..removable is reached, checked by the brute-force oracle; counts that ties
+    make unreachable do not occur with continuous random scores."""
+    sizes = (5, 7, 3, 9, 1, 4, 6)
+    units = chain_of(sizes)
+    rng = np.random.default_rng(100 + seed)
+    layer = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+    zeros = np.zeros(layer.size, dtype=np.int64)
+    scores = NodeScores(layer, zeros, zeros, {"entropy": rng.random(layer.size) * 2.3})
+    for n in range(len(sizes)):
+        gamma = gamma_for_count(scores, units, n, threshold_stat=stat, layer_rule=rule)
+        kept = oracle_kept(scores, units, gamma, stat, rule)
+        assert kept.count(False) == n, (n, gamma)
+        sel = select_units(scores, units, gamma, threshold_stat=stat, layer_rule=rule)
+        assert len(sel.removed_units) == n
+    with pytest.raises(ConfigError, match="cannot remove 7 of 6"):
+        gamma_for_count(scores, units, 7, layer_rule=rule)
+
+
+def test_critical_thresholds_by_rule() -> None:
+    # one unit of nodes 0.1, 0.4, 0.2, 0.9 (mean 0.4)
+    layer = np.zeros(4, dtype=np.int64)
+    scores = NodeScores(layer, layer, layer, {"entropy": np.array([0.1, 0.4, 0.2, 0.9])})
+    units = [Unit(0, CHAIN, (0,), ("a",), "a")]
+    assert critical_thresholds(scores, units)[0] == 0.9
+    assert critical_thresholds(scores, units, layer_rule="mean")[0] == pytest.approx(0.4)
+    assert critical_thresholds(scores, units, layer_rule="fraction:0.5")[0] == 0.4  # 2nd largest
+    assert critical_thresholds(scores, units, layer_rule="fraction:0.6")[0] == 0.2  # 3rd: ceil(2.4)
+    assert critical_thresholds(scores, units, layer_rule="fraction:1")[0] == 0.1
 
 
 def test_select_units_statistics_over_the_union() -> None:
@@ -248,7 +293,7 @@ def test_weight_norm_units_mean_over_the_union() -> None:
     assert weight_norm_units(model, units, 1).removed_units == (1,)
 
 
-@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.6"])
+@pytest.mark.parametrize("rule", ["any", "fraction:0.3", "fraction:0.6", "mean"])
 def test_layers_plot_shows_what_decided(rule: str, tmp_path: Path) -> None:
     """Under ``any`` the bars are max delta against the threshold, under ``fraction:q`` the share
     of selected nodes against q: a removable unit is kept exactly when its bar reaches the line."""
@@ -261,11 +306,14 @@ def test_layers_plot_shows_what_decided(rule: str, tmp_path: Path) -> None:
         if rule == "any":
             assert label == "max delta" and line == sel.threshold
             reached = bars > line
+        elif rule == "mean":
+            assert label == "mean delta" and line == sel.threshold
+            reached = bars > line
         else:
             assert label == "share of nodes selected" and line == float(rule.split(":")[1])
             reached = bars >= line
         for row, bar, hit in zip(sel.rows, bars, reached, strict=True):
-            expected = row.max if rule == "any" else row.selected / row.nodes
+            expected = {"any": row.max, "mean": row.mean}.get(rule, row.selected / row.nodes)
             assert bar == pytest.approx(expected)
             if row.removable:
                 assert bool(hit) == row.kept

@@ -27,16 +27,16 @@ import argparse
 import copy
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import CACHE, DATASETS, ROOT, balanced_subset, cifar_root, log, write_json
 from torch import nn
 
-from cnngraph.datasets import ImageDataset, load_dataset, select_per_class, split_indices
+from cnngraph.datasets import ImageDataset, load_dataset, split_indices
 from cnngraph.loader.connection import connect
 from cnngraph.loader.writer import load_network
 from cnngraph.mapping.api import map_model
@@ -48,10 +48,6 @@ from cnngraph.pruner.training import train
 from cnngraph.queries.scoring import compute_scores
 from cnngraph.scores import NodeScores
 from cnngraph.settings import Neo4jSettings
-
-ROOT = Path(__file__).resolve().parents[2]
-DATASETS = Path(os.environ.get("CNNGRAPH_DATASETS", ROOT.parent / "shared" / "datasets"))
-CACHE = Path(os.environ.get("CNNGRAPH_CACHE", Path.home() / ".cache" / "cnngraph"))
 
 
 # --------------------------------------------------------------------------- data
@@ -78,27 +74,6 @@ def load_data(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, dic
         f"{args.seed}) when a size is given",
     }
     return train_data, test_data, desc
-
-
-def cifar_root() -> Path:
-    """The extracted CIFAR-10 folder, extracting the tarball once into the cache."""
-    root = CACHE / "cifar10"
-    if not (root / "train").is_dir():
-        import tarfile
-
-        root.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(DATASETS / "cifar10-jpeg.tar.gz") as tar:
-            tar.extractall(root, filter="data")
-    return root
-
-
-def balanced_subset(data: ImageDataset, size: int | None, seed: int) -> ImageDataset:
-    """``size`` images, the same number per class (seeded); everything when ``size`` is None."""
-    if size is None or size >= len(data):
-        return data
-    per_class = size // len(data.class_names)
-    chosen, _ = select_per_class(data.labels, len(data.class_names), per_class, seed)
-    return data.subset(np.sort(np.concatenate(chosen)))
 
 
 # --------------------------------------------------------------------------- baseline
@@ -271,21 +246,6 @@ def run_one(
 
 
 # --------------------------------------------------------------------------- output
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
-
-
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -413,10 +373,6 @@ def previous_runs(path: Path, config: dict[str, Any]) -> dict[tuple[Any, ...], d
     if any(old["config"].get(k) != config.get(k) for k in SAME_BUDGET):
         raise SystemExit(f"{path} was made with other budgets; run without --resume")
     return {(r["method"], tuple(r["removed"]), r.get("seed")): r for r in old["runs"]}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def main() -> None:

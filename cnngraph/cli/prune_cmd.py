@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
-from cnngraph.cli.train_cmd import training_progress
+from cnngraph.cli.train_cmd import AugmentOpt, ScheduleOpt, training_progress
 from cnngraph.errors import ConfigError, PruningError
 
 GammaOpt = Annotated[
@@ -19,7 +19,12 @@ GammaOpt = Annotated[
 ]
 StatOpt = Annotated[str, typer.Option("--stat", help="Threshold statistic: mean or median.")]
 RuleOpt = Annotated[
-    str, typer.Option("--rule", help="Layer rule: 'any' (kept if one node is selected) or 'fraction:q'.")
+    str,
+    typer.Option(
+        "--rule",
+        help="Layer rule: 'any' (kept if one node is selected), 'fraction:q' (if a share q is) "
+        "or 'mean' (if the unit's mean delta is above the threshold).",
+    ),
 ]
 AggregatorOpt = Annotated[
     str,
@@ -181,6 +186,15 @@ def prune_cmd(
     ] = None,
     arch: ArchOpt = None,
     gamma: GammaOpt = 1.0,
+    remove: Annotated[
+        int | None,
+        typer.Option(
+            "--remove",
+            help="Remove this many removable units: gamma is set (instead of --gamma) halfway between "
+            "the scores that decide the N-th and (N+1)-th unit under --rule; tied units go together.",
+            show_default=False,
+        ),
+    ] = None,
     stat: StatOpt = "mean",
     rule: RuleOpt = "any",
     aggregator: AggregatorOpt = "entropy",
@@ -199,6 +213,8 @@ def prune_cmd(
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs (0: none).")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per fine-tuning batch.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
+    augment: AugmentOpt = False,
+    schedule: ScheduleOpt = "constant",
     latency_repeats: Annotated[
         int, typer.Option("--latency-repeats", help="Timed single-image runs whose median is the latency.")
     ] = 30,
@@ -217,8 +233,9 @@ def prune_cmd(
     from cnngraph.pruner.report import dumps
 
     options = PruneOptions(
-        gamma=gamma, threshold_stat=stat, layer_rule=rule, aggregator=aggregator, select=select,
-        strategy=strategy, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+        gamma=gamma, remove=remove, threshold_stat=stat, layer_rule=rule, aggregator=aggregator,
+        select=select, strategy=strategy, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+        augment=augment, schedule=schedule,
         latency_repeats=latency_repeats,
     )  # fmt: skip
     options.check()

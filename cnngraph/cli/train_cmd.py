@@ -12,6 +12,17 @@ from rich.table import Table
 from cnngraph.cli.common import check_output_file, console, handle_errors, progress
 from cnngraph.errors import ConfigError, DataError
 
+AugmentOpt = Annotated[
+    bool,
+    typer.Option("--augment", help="Random crop (4-px zero padding) and horizontal flip of each image."),
+]
+ScheduleOpt = Annotated[
+    str,
+    typer.Option(
+        "--schedule", help="Learning rate per batch: constant, cosine (from --lr) or onecycle (peak --lr)."
+    ),
+]
+
 
 def training_progress(description: str) -> tuple[Any, Any]:
     """A Rich progress bar and the ``(done, total)`` callback that advances it."""
@@ -81,13 +92,8 @@ def train_cmd(
     width: Annotated[
         float, typer.Option("--width", help="Width multiplier of a reference architecture.")
     ] = 1.0,
-    augment: Annotated[
-        bool,
-        typer.Option("--augment", help="Random crop (4-px zero padding) and horizontal flip of each image."),
-    ] = False,
-    schedule: Annotated[
-        str, typer.Option("--schedule", help="Learning rate per batch: constant, cosine or onecycle.")
-    ] = "constant",
+    augment: AugmentOpt = False,
+    schedule: ScheduleOpt = "constant",
     weight_decay: Annotated[
         float | None,
         typer.Option(

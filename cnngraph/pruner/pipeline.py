@@ -28,6 +28,7 @@ from cnngraph.pruner.select import (
     THRESHOLD_STATS,
     UnitSelection,
     annotate,
+    gamma_for_count,
     last_units,
     parse_layer_rule,
     random_units,
@@ -35,7 +36,7 @@ from cnngraph.pruner.select import (
     weight_norm_units,
 )
 from cnngraph.pruner.surgery import STRATEGIES, PrunedModel, remove_convolutions, save_pruned
-from cnngraph.pruner.training import Progress, TrainHistory, time_epoch, train
+from cnngraph.pruner.training import SCHEDULES, Progress, TrainHistory, time_epoch, train
 from cnngraph.pruner.units import Unit, chain_units, find_units
 from cnngraph.scores import NodeScores
 
@@ -47,6 +48,7 @@ class PruneOptions:
     """Every choice of a pruning run; recorded in the report."""
 
     gamma: float = 1.0
+    remove: int | None = None  # when set: gamma chosen so that the rule removes this many units
     threshold_stat: str = "mean"
     layer_rule: str = "any"
     aggregator: str = "entropy"
@@ -57,6 +59,8 @@ class PruneOptions:
     batch_size: int = 64
     lr: float = 0.01
     optimizer: str = "sgd"
+    augment: bool = False  # fine-tune with random crops and flips
+    schedule: str = "constant"  # fine-tune learning rate: constant, cosine or onecycle
     latency_repeats: int = LATENCY_REPEATS
     device: str = "cpu"
 
@@ -65,6 +69,8 @@ class PruneOptions:
             raise ConfigError(f"unknown selection '{self.select}'; use one of {', '.join(SELECT_METHODS)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy '{self.strategy}'; use one of {', '.join(STRATEGIES)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown learning-rate schedule '{self.schedule}'; use {', '.join(SCHEDULES)}")
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.aggregator not in AGGREGATORS:
@@ -74,6 +80,8 @@ class PruneOptions:
         if not (self.gamma >= 0 and math.isfinite(self.gamma)):
             raise ConfigError(f"gamma must be a finite number >= 0, got {self.gamma}")
         parse_layer_rule(self.layer_rule)
+        if self.remove is not None and self.remove < 0:
+            raise ConfigError(f"the number of units to remove must be >= 0, got {self.remove}")
         if self.latency_repeats < 1:
             raise ConfigError(f"latency repeats must be >= 1, got {self.latency_repeats}")
 
@@ -105,10 +113,20 @@ def choose_layers(
     options.check()
     if units is None:
         units = find_units(model) if model is not None else chain_units(_layer_names(scores))
+    gamma = options.gamma
+    if options.remove is not None:
+        gamma = gamma_for_count(
+            scores,
+            units,
+            options.remove,
+            aggregator=options.aggregator,
+            threshold_stat=options.threshold_stat,
+            layer_rule=options.layer_rule,
+        )
     by_score = select_units(
         scores,
         units,
-        options.gamma,
+        gamma,
         aggregator=options.aggregator,
         threshold_stat=options.threshold_stat,
         layer_rule=options.layer_rule,
@@ -172,7 +190,7 @@ def prune_model(
     original = summarise(model, test_data, train_data, options, epoch_seconds=None)
     history = train(
         pruned.module, train_data, options.epochs, options.batch_size, options.lr, options.seed,
-        options.device, progress, options.optimizer,
+        options.device, progress, options.optimizer, augment=options.augment, schedule=options.schedule,
     )  # fmt: skip
     result = summarise(pruned.module, test_data, train_data, options, epoch_seconds=_mean(history))
     report = build_report(

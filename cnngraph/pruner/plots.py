@@ -65,9 +65,12 @@ def decision_bars(selection: UnitSelection) -> tuple[np.ndarray, float | None, s
 
     Under ``fraction:q`` the bar is the share of the unit's nodes that are selected and the line
     is ``q``; under ``any`` the bar is the unit's largest delta and the line the threshold (a unit
-    is kept when one node lies above it).
+    is kept when one node lies above it); under ``mean`` the bar is the unit's mean delta.
     """
-    q = parse_layer_rule(str(selection.options.get("layer_rule", "any")))
+    rule = str(selection.options.get("layer_rule", "any"))
+    q = parse_layer_rule(rule)
+    if rule == "mean":
+        return np.array([r.mean for r in selection.rows], dtype=np.float64), selection.threshold, "mean delta"
     if q is not None:
         return np.array([r.share for r in selection.rows], dtype=np.float64), q, "share of nodes selected"
     return np.array([r.max for r in selection.rows], dtype=np.float64), selection.threshold, "max delta"

@@ -3,9 +3,11 @@
 :func:`select_units` applies the paper's rule: threshold ``th = gamma * stat(delta)`` over all
 nodes (removable or not), selected nodes ``delta > th``, and a layer rule applied to each
 removable unit over the union of its convolutions' nodes (``any``: kept when at least one node is
-selected; ``fraction:q``: kept when at least a fraction ``q`` of them is). Units that are not
-removable are always kept. :func:`random_units`, :func:`weight_norm_units` and :func:`last_units`
-remove a given number of removable units without looking at the graph, for comparison.
+selected; ``fraction:q``: kept when at least a fraction ``q`` of them is; ``mean``: kept when the
+unit's mean delta is above the threshold). Units that are not removable are always kept.
+:func:`gamma_for_count` gives the gamma at which a rule removes a chosen number of units.
+:func:`random_units`, :func:`weight_norm_units` and :func:`last_units` remove a given number of
+removable units without looking at the graph, for comparison.
 
 Every result is a :class:`UnitSelection` with one row per unit. For a VGG-style model every
 convolution is a chain unit, so :func:`select_layers` (every convolution a chain unit) and the
@@ -137,8 +139,8 @@ LayerSelection = UnitSelection  # the name from before units; a VGG-style model'
 
 
 def parse_layer_rule(rule: str) -> float | None:
-    """``any`` -> None; ``fraction:q`` -> q in (0, 1]; anything else is a :class:`ConfigError`."""
-    if rule == "any":
+    """``any`` and ``mean`` -> None; ``fraction:q`` -> q in (0, 1]; else a :class:`ConfigError`."""
+    if rule in ("any", "mean"):
         return None
     if rule.startswith("fraction:"):
         try:
@@ -148,7 +150,7 @@ def parse_layer_rule(rule: str) -> float | None:
         if 0.0 < q <= 1.0:
             return q
     raise ConfigError(
-        f"bad layer rule '{rule}'; use 'any' or 'fraction:q' with 0 < q <= 1 (e.g. fraction:0.1)"
+        f"bad layer rule '{rule}'; use 'any', 'mean' or 'fraction:q' with 0 < q <= 1 (e.g. fraction:0.1)"
     )
 
 
@@ -181,7 +183,11 @@ def select_units(
     n = len(units)
     nodes = np.bincount(unit_of, minlength=n)
     selected = np.bincount(unit_of, weights=(delta > th).astype(np.float64), minlength=n).astype(np.int64)
-    kept = selected > 0 if q is None else selected >= q * nodes
+    if layer_rule == "mean":
+        sums = np.bincount(unit_of, weights=delta, minlength=n)
+        kept = np.divide(sums, nodes, out=np.full(n, -np.inf), where=nodes > 0) > th
+    else:
+        kept = selected > 0 if q is None else selected >= q * nodes
     kept |= np.array([not u.removable for u in units], dtype=bool)
     rows = _rows(units, unit_of, delta, selected, kept)
     options = {
@@ -191,6 +197,64 @@ def select_units(
         "aggregator": aggregator,
     }
     return UnitSelection(rows=rows, method="entropy", threshold=th, options=options)
+
+
+def critical_thresholds(
+    scores: NodeScores, units: Sequence[Unit], *, aggregator: str = "entropy", layer_rule: str = "any"
+) -> np.ndarray:
+    """Per unit, the threshold from which ``layer_rule`` removes it: a removable unit goes exactly
+    when ``gamma * stat(delta) >=`` its value (NaN for a unit without nodes).
+
+    ``any``: the unit's largest delta; ``fraction:q``: its ``ceil(q * nodes)``-th largest (fewer
+    than that many nodes lie above the threshold); ``mean``: its mean delta.
+    """
+    q = parse_layer_rule(layer_rule)
+    delta = np.asarray(scores.get(aggregator), dtype=np.float64)
+    unit_of = _unit_of_node(scores, units)
+    order = np.lexsort((-delta, unit_of))  # by unit, largest delta first
+    starts = np.searchsorted(unit_of[order], np.arange(len(units)))
+    nodes = np.bincount(unit_of, minlength=len(units))
+    out = np.full(len(units), np.nan)
+    for u in range(len(units)):
+        if nodes[u] == 0:
+            continue
+        d = delta[order[starts[u] : starts[u] + nodes[u]]]
+        if layer_rule == "mean":
+            out[u] = d.mean()
+        else:
+            out[u] = d[0] if q is None else d[max(1, math.ceil(q * d.size - 1e-9)) - 1]
+    return out
+
+
+def gamma_for_count(
+    scores: NodeScores,
+    units: Sequence[Unit],
+    n_remove: int,
+    *,
+    aggregator: str = "entropy",
+    threshold_stat: str = "mean",
+    layer_rule: str = "any",
+) -> float:
+    """A gamma at which :func:`select_units` removes ``n_remove`` removable units: the threshold
+    halfway between the n-th and (n+1)-th smallest :func:`critical_thresholds`, over ``stat(delta)``.
+
+    When units tie at that boundary no gamma removes exactly ``n_remove``; this one then removes
+    every tied unit, so check the selection's count.
+    """
+    candidates = _removable(units, n_remove)
+    crit = np.sort(
+        critical_thresholds(scores, units, aggregator=aggregator, layer_rule=layer_rule)[candidates]
+    )
+    crit = crit[np.isfinite(crit)]
+    delta = np.asarray(scores.get(aggregator), dtype=np.float64)
+    centre = threshold(delta, 1.0, threshold_stat)
+    if not centre > 0:
+        raise ConfigError(f"the {threshold_stat} of delta is {centre}; no gamma scales a threshold from it")
+    if crit.size == 0 or n_remove == 0:
+        return float(crit[0]) / 2.0 / centre if crit.size else 0.0
+    lower = crit[min(n_remove, crit.size) - 1]
+    upper = crit[n_remove] if n_remove < crit.size else lower * 1.01 + 1e-12
+    return float((lower + upper) / 2.0) / centre
 
 
 def select_layers(
