@@ -37,6 +37,55 @@ def balanced_subset(data: ImageDataset, size: int | None, seed: int) -> ImageDat
     return data.subset(np.sort(np.concatenate(chosen)))
 
 
+def map_load_score(
+    model: Any, data: ImageDataset, spec: Any, settings: Any, name: str, images_per_class: int, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """Map ``model`` on ``data``, load it into Neo4j as ``name`` (replacing it) and score it in
+    Cypher: ``(scores, graph)``, the graph's size and the wall seconds of each stage."""
+    from cnngraph.loader.connection import connect
+    from cnngraph.loader.writer import load_network
+    from cnngraph.mapping.api import map_model
+    from cnngraph.queries.scoring import compute_scores
+
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    network = map_model(model, data, images_per_class=images_per_class, seed=seed, spec=spec)
+    times["map_s"] = time.perf_counter() - start
+    driver = connect(settings)
+    try:
+        start = time.perf_counter()
+        load_network(driver, network, name, replace=True)
+        times["load_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = compute_scores(driver, name)
+        times["score_s"] = time.perf_counter() - start
+    finally:
+        driver.close()
+    graph = {
+        "name": name,
+        "nodes": network.topology.num_nodes,
+        "arcs": network.topology.num_arcs,
+        "class_arcs": network.topology.num_arcs * network.num_classes,
+        "images_per_class": images_per_class,
+        **times,
+    }
+    return scores, graph
+
+
+def outcome(metrics: Any, cost: Any, original_latency_ms: float) -> dict[str, Any]:
+    """The fields every pruning run reports: test metrics, cost, and the original's latency measured
+    right after the pruned model's (paired)."""
+    return {
+        "accuracy": metrics.accuracy,
+        "precision": metrics.precision,
+        "recall": metrics.recall,
+        "parameters": cost.parameters,
+        "macs": cost.macs,
+        "latency_ms": cost.latency_ms,
+        "original_latency_ms_same_time": original_latency_ms,
+    }
+
+
 def write_json(path: Path, obj: Any) -> None:
     """``obj`` as JSON at ``path``, atomically (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)

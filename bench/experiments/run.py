@@ -33,19 +33,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import CACHE, DATASETS, ROOT, balanced_subset, cifar_root, log, write_json
+from common import (
+    CACHE,
+    DATASETS,
+    ROOT,
+    balanced_subset,
+    cifar_root,
+    log,
+    map_load_score,
+    outcome,
+    write_json,
+)
 from torch import nn
 
 from cnngraph.datasets import ImageDataset, load_dataset, split_indices
-from cnngraph.loader.connection import connect
-from cnngraph.loader.writer import load_network
-from cnngraph.mapping.api import map_model
 from cnngraph.models import ModelSpec, build_model, load_weights, read_checkpoint, save_checkpoint
 from cnngraph.pruner.metrics import evaluate, measure
 from cnngraph.pruner.select import LayerSelection, random_layers, select_layers, weight_norm_layers
 from cnngraph.pruner.surgery import conv_names, remove_convolutions
 from cnngraph.pruner.training import train
-from cnngraph.queries.scoring import compute_scores
 from cnngraph.scores import NodeScores
 from cnngraph.settings import Neo4jSettings
 
@@ -112,29 +118,11 @@ def graph_scores(
     args: argparse.Namespace, model: nn.Module, spec: ModelSpec, train_data: ImageDataset
 ) -> tuple[NodeScores, dict[str, Any]]:
     """Map, load into Neo4j and score; the wall time of each stage."""
-    times: dict[str, float] = {}
-    start = time.perf_counter()
-    network = map_model(model, train_data, images_per_class=args.images_per_class, seed=args.seed, spec=spec)
-    times["map_s"] = time.perf_counter() - start
-    driver = connect(Neo4jSettings(uri=args.neo4j_uri))
-    try:
-        start = time.perf_counter()
-        report = load_network(driver, network, args.name, replace=True)
-        times["load_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = compute_scores(driver, args.name)
-        times["score_s"] = time.perf_counter() - start
-    finally:
-        driver.close()
-    graph = {
-        "name": args.name,
-        "nodes": network.topology.num_nodes,
-        "arcs": network.topology.num_arcs,
-        "relationships": network.topology.num_arcs * network.num_classes,
-        "images_per_class": args.images_per_class,
-        "load_status": report.status,
-        **times,
-    }
+    settings = Neo4jSettings(uri=args.neo4j_uri)
+    scores, graph = map_load_score(
+        model, train_data, spec, settings, args.name, args.images_per_class, args.seed
+    )
+    graph["relationships"] = graph["class_arcs"]
     return scores, graph
 
 
@@ -230,13 +218,7 @@ def run_one(
         "removed": list(removed),
         "removed_names": [conv_names(model)[k] for k in removed],
         "accuracy_before_finetune": before.accuracy,
-        "accuracy": metrics.accuracy,
-        "precision": metrics.precision,
-        "recall": metrics.recall,
-        "parameters": cost.parameters,
-        "macs": cost.macs,
-        "latency_ms": cost.latency_ms,
-        "original_latency_ms_same_time": original_latency,
+        **outcome(metrics, cost, original_latency),
         "epoch_seconds": history.mean_epoch_seconds if history.epochs else None,
         "surgery_s": surgery_s,
         "finetune_s": sum(e.seconds for e in history.epochs),

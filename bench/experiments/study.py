@@ -42,13 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import ROOT, balanced_subset, cifar_root, log, write_json
+from common import ROOT, balanced_subset, cifar_root, log, map_load_score, outcome, write_json
 from torch import nn
 
 from cnngraph.datasets import ImageDataset, load_dataset
-from cnngraph.loader.connection import connect
-from cnngraph.loader.writer import load_network
-from cnngraph.mapping.api import map_model
 from cnngraph.models import ModelSpec, build_model, load_weights, read_checkpoint
 from cnngraph.pruner.metrics import evaluate, measure
 from cnngraph.pruner.select import (
@@ -63,7 +60,6 @@ from cnngraph.pruner.select import (
 from cnngraph.pruner.surgery import remove_convolutions
 from cnngraph.pruner.training import train
 from cnngraph.pruner.units import Unit, find_units
-from cnngraph.queries.scoring import compute_scores
 from cnngraph.scores import NodeScores
 from cnngraph.settings import Neo4jSettings
 
@@ -108,28 +104,10 @@ def graph_scores(
     npz, meta = work / "scores.npz", work / "graph.json"
     if npz.is_file() and meta.is_file():
         return read_scores(npz), json.loads(meta.read_text())
-    times: dict[str, float] = {}
-    start = time.perf_counter()
-    network = map_model(model, train_data, images_per_class=args.images_per_class, seed=args.seed, spec=spec)
-    times["map_s"] = time.perf_counter() - start
-    driver = connect(Neo4jSettings.from_env())
-    try:
-        start = time.perf_counter()
-        load_network(driver, network, args.name, replace=True)
-        times["load_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = compute_scores(driver, args.name)
-        times["score_s"] = time.perf_counter() - start
-    finally:
-        driver.close()
-    graph = {
-        "name": args.name,
-        "nodes": network.topology.num_nodes,
-        "arcs": network.topology.num_arcs,
-        "class_arcs": network.topology.num_arcs * network.num_classes,
-        "images_per_class": args.images_per_class,
-        **times,
-    }
+    settings = Neo4jSettings.from_env()
+    scores, graph = map_load_score(
+        model, train_data, spec, settings, args.name, args.images_per_class, args.seed
+    )
     save_scores(npz, scores)
     write_json(meta, graph)
     return scores, graph
@@ -259,13 +237,7 @@ def run_one(
         "removed_unit_names": [r.name for r in sel.rows if not r.kept],
         "removed_convolutions": list(sel.removed),
         "accuracy_after_surgery": before.accuracy,
-        "accuracy": metrics.accuracy,
-        "precision": metrics.precision,
-        "recall": metrics.recall,
-        "parameters": cost.parameters,
-        "macs": cost.macs,
-        "latency_ms": cost.latency_ms,
-        "original_latency_ms_same_time": original_latency,
+        **outcome(metrics, cost, original_latency),
         "epoch_seconds": history.mean_epoch_seconds,
         "surgery_s": surgery_s,
         "finetune_history": history.to_dict(),
