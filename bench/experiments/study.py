@@ -114,11 +114,9 @@ def graph_scores(
 
 
 # --------------------------------------------------------------------------- selections
-RULE_OPTION = {"any": "any", "fraction": None, "unit-mean": "mean"}  # fraction: fraction:<q>
-
-
 def rule_option(rule: str, q: float) -> str:
-    return RULE_OPTION[rule] or f"fraction:{q}"
+    """The ``layer_rule`` of :func:`select_units` for one of :data:`RULES`."""
+    return {"any": "any", "fraction": f"fraction:{q}", "unit-mean": "mean"}[rule]
 
 
 def selections(
