@@ -14,3 +14,4 @@ python bench_load.py --per-arc 20000   # both layouts, own fresh servers (cold +
 python bench_scores.py
 python bench_scores.py --layout compact
 python bench_prune.py
+python bench_training.py

@@ -180,6 +180,7 @@ def test_prune_table_and_baseline(
         (["--gamma", "5"], "every convolution"),
         (["--schedule", "steps"], "schedule"),
         (["--remove", "-1"], "remove"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
     ],
 )
 def test_prune_bad_inputs(
@@ -281,10 +282,14 @@ def resnet_checkpoint(cli_app: typer.Typer, dataset: Path, tmp_path_factory: pyt
     out = tmp_path_factory.mktemp("resnet") / "resnet20.pt"
     args = ["train", "--model", "resnet20", "--data", str(dataset), "--width", "0.25", "--epochs", "1"]
     more = ["--augment", "--schedule", "cosine", "--channels-last", "--weight-decay", "0.001"]
-    result = runner.invoke(cli_app, [*args, *more, "--batch-size", "16", "--out", str(out)])
+    result = runner.invoke(
+        cli_app, [*args, *more, "--precision", "bf16", "--batch-size", "16", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     bad = runner.invoke(cli_app, [*args, "--device", "gpu", "--out", str(out.with_name("bad.pt"))])
     assert bad.exit_code == 2 and "unknown device 'gpu'" in bad.stderr
+    bad = runner.invoke(cli_app, [*args, "--precision", "half", "--out", str(out.with_name("bad.pt"))])
+    assert bad.exit_code == 2 and "unknown --precision 'half'; use fp32 or bf16" in bad.stderr
     assert not out.with_name("bad.pt").exists()
     return out
 
@@ -297,6 +302,7 @@ def test_resnet20_dry_run_lists_units(
     training = info["training"]
     assert (training["augment"], training["schedule"], training["weight_decay"]) == (True, "cosine", 0.001)
     assert training["channels_last"] is True and training["device"] == "cpu"
+    assert training["precision"] == "bf16"
     sizes = conv_output_sizes(resnet_checkpoint)
     assert len(sizes) == 21 and sizes[0] == (8, 8) and sizes[-1] == (2, 2)
     # branch layer1.0 (c1, c2) scores 0 in both convolutions, branch layer1.1 (c3, c4) only in c3,

@@ -219,3 +219,18 @@ def test_training_with_every_option_is_seeded() -> None:
     sa, sb, sp = a.state_dict(), b.state_dict(), plain.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sp[k]) for k in sa)
+
+
+def test_bf16_mixed_precision_learns_keeps_fp32_weights_and_is_seeded() -> None:
+    data = tiny_data(40)
+    a, b, full = tiny_model(), tiny_model(), tiny_model()
+    ha = train(a, data, 4, 8, 0.05, seed=0, optimizer="adam", precision="bf16")
+    hb = train(b, data, 4, 8, 0.05, seed=0, optimizer="adam", precision="bf16")
+    train(full, data, 4, 8, 0.05, seed=0, optimizer="adam")
+    assert [e.loss for e in ha.epochs] == [e.loss for e in hb.epochs]
+    assert all(p.dtype == torch.float32 for p in a.parameters())  # autocast, not a bf16 model
+    assert any(not torch.equal(pa, pf) for pa, pf in zip(a.parameters(), full.parameters(), strict=True))
+    assert ha.epochs[-1].loss < ha.epochs[0].loss
+    assert evaluate(a, data).accuracy >= 0.9
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; use fp32 or bf16"):
+        train(tiny_model(), data, 1, precision="fp16")

@@ -58,7 +58,7 @@ from cnngraph.pruner.select import (
     weight_norm_units,
 )
 from cnngraph.pruner.surgery import remove_convolutions
-from cnngraph.pruner.training import train
+from cnngraph.pruner.training import PRECISIONS, train
 from cnngraph.pruner.units import Unit, find_units
 from cnngraph.scores import NodeScores
 from cnngraph.settings import Neo4jSettings
@@ -198,7 +198,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr, "ft_schedule": "cosine", "augment": True,
         "batch_size": args.batch_size, "seed": args.seed, "strategy": args.strategy,
-        "latency_repeats": args.latency_repeats,
+        "latency_repeats": args.latency_repeats, "ft_precision": args.ft_precision,
     }  # fmt: skip
 
 
@@ -222,7 +222,7 @@ def run_one(
     before = evaluate(pruned, test_data)
     history = train(
         pruned, train_data, args.ft_epochs, args.batch_size, args.ft_lr, args.seed,
-        augment=True, schedule="cosine", channels_last=True,
+        augment=True, schedule="cosine", channels_last=True, precision=args.ft_precision,
     )  # fmt: skip
     pruned.to(memory_format=torch.contiguous_format)
     metrics = evaluate(pruned, test_data)
@@ -251,6 +251,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fraction-q", type=float, default=0.5, help="q of the fraction:q layer rule")
     p.add_argument("--ft-epochs", type=int, default=1, help="fine-tune epochs of every run (full train set)")
     p.add_argument("--ft-lr", type=float, default=0.02, help="fine-tune peak SGD learning rate (cosine)")
+    p.add_argument("--ft-precision", choices=PRECISIONS, default="bf16",
+                   help="fine-tune arithmetic: bf16 (autocast, 2x faster with AMX) or fp32")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-class", type=int, default=64)
@@ -260,6 +262,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--latency-repeats", type=int, default=30)
     p.add_argument("--train-limit", type=int, default=None, help="N training images, balanced (smoke tests)")
     p.add_argument("--test-limit", type=int, default=None, help="N test images, balanced (smoke tests)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
     p.add_argument("--name", default=None, help="graph model name (default study-<checkpoint stem>)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "study")
     p.add_argument(
@@ -272,7 +275,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, args.threads))
     work = args.out / args.checkpoint.stem
     started = time.perf_counter()
     model, spec, info = load_baseline(args.checkpoint)

@@ -92,7 +92,8 @@ def setup(r: dict[str, Any]) -> list[str]:
         f"| removable units | {r['removable_units']} ({', '.join(str(n) for n in r['counts'])} removed) |",
         f"| fine-tune budget (every run, fixed before any result) | {b['ft_epochs']} epoch(s) over the "
         f"full training set, SGD momentum 0.9, {b['ft_schedule']} from lr {b['ft_lr']}, batch "
-        f"{b['batch_size']}, augmentation, seed {b['seed']}; surgery `{b['strategy']}` |",
+        f"{b['batch_size']}, augmentation, seed {b['seed']}, {b.get('ft_precision', 'fp32')} arithmetic; "
+        f"surgery `{b['strategy']}` |",
         f"| selection | threshold = gamma x mean(delta) over all nodes; gamma set per rule so that the "
         f"rule removes the count; `fraction:q` with q = {r['config']['fraction_q']} |",
         f"| latency | median of {b['latency_repeats']} single-image CPU runs, measured right after the "
@@ -366,6 +367,8 @@ def train_command(r: dict[str, Any]) -> str:
         for flag, on in (("--augment", t.get("augment")), ("--channels-last", t.get("channels_last")))
         if on
     ]
+    if t.get("precision", "fp32") != "fp32":
+        parts.append(f"--precision {t['precision']}")
     parts.append(f"--out {r['checkpoint']['path']} --json")
     return " ".join(parts)
 
@@ -376,6 +379,8 @@ def study_command(r: dict[str, Any]) -> str:
         f".venv/bin/python bench/experiments/study.py --checkpoint {c['checkpoint']} --ft-epochs "
         f"{c['ft_epochs']} --ft-lr {c['ft_lr']} --random-seeds {c['random_seeds']} --permutations "
         f"{c['permutations']} --images-per-class {c['images_per_class']}"
+        + (f" --ft-precision {c['ft_precision']}" if "ft_precision" in c else "")
+        + (f" --threads {c['threads']}" if "threads" in c else "")
     )
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
-from cnngraph.cli.train_cmd import AugmentOpt, ScheduleOpt, training_progress
+from cnngraph.cli.train_cmd import AugmentOpt, PrecisionOpt, ScheduleOpt, training_progress
 from cnngraph.errors import ConfigError, PruningError
 
 GammaOpt = Annotated[
@@ -215,6 +215,7 @@ def prune_cmd(
     lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
     augment: AugmentOpt = False,
     schedule: ScheduleOpt = "constant",
+    precision: PrecisionOpt = "fp32",
     latency_repeats: Annotated[
         int, typer.Option("--latency-repeats", help="Timed single-image runs whose median is the latency.")
     ] = 30,
@@ -235,7 +236,7 @@ def prune_cmd(
     options = PruneOptions(
         gamma=gamma, remove=remove, threshold_stat=stat, layer_rule=rule, aggregator=aggregator,
         select=select, strategy=strategy, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
-        augment=augment, schedule=schedule,
+        augment=augment, schedule=schedule, precision=precision,
         latency_repeats=latency_repeats,
     )  # fmt: skip
     options.check()

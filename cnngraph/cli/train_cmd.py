@@ -22,6 +22,14 @@ ScheduleOpt = Annotated[
         "--schedule", help="Learning rate per batch: constant, cosine (from --lr) or onecycle (peak --lr)."
     ),
 ]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32, or bf16: bfloat16 autocast mixed precision for training (weights stay fp32); "
+        "about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs. Evaluation is fp32.",
+    ),
+]
 
 
 def training_progress(description: str) -> tuple[Any, Any]:
@@ -104,6 +112,7 @@ def train_cmd(
     channels_last: Annotated[
         bool, typer.Option("--channels-last", help="Train in the channels_last memory format.")
     ] = False,
+    precision: PrecisionOpt = "fp32",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON instead of tables.")
     ] = False,
@@ -119,7 +128,7 @@ def train_cmd(
     from cnngraph.pruner.data import DataSplit, load_split
     from cnngraph.pruner.metrics import evaluate as evaluate_model
     from cnngraph.pruner.metrics import measure
-    from cnngraph.pruner.training import check_device, train
+    from cnngraph.pruner.training import PRECISIONS, check_device, train
 
     if width <= 0:
         raise ConfigError(f"--width must be > 0, got {width}")
@@ -129,6 +138,8 @@ def train_cmd(
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
     check_output_file(out)
     check_device(device)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown --precision '{precision}'; use {' or '.join(PRECISIONS)}")
     data_split = DataSplit(data, split, test_split, test_fraction, seed)
     train_data, test_data = load_split(data_split)
     c, h, w = train_data.input_shape
@@ -143,6 +154,7 @@ def train_cmd(
         history = train(
             net, train_data, epochs, batch_size, lr, seed, device, update, optimizer,
             augment=augment, schedule=schedule, weight_decay=weight_decay, channels_last=channels_last,
+            precision=precision,
         )  # fmt: skip
     metrics = evaluate_model(net, test_data, device=device)
     net.to("cpu").to(memory_format=torch.contiguous_format)  # cost is measured, weights saved, on CPU
@@ -165,6 +177,7 @@ def train_cmd(
             "weight_decay": weight_decay,
             "device": device,
             "channels_last": channels_last,
+            "precision": precision,
         },
         "history": history.to_dict(),
     }

@@ -36,7 +36,7 @@ from cnngraph.pruner.select import (
     weight_norm_units,
 )
 from cnngraph.pruner.surgery import STRATEGIES, PrunedModel, remove_convolutions, save_pruned
-from cnngraph.pruner.training import SCHEDULES, Progress, TrainHistory, time_epoch, train
+from cnngraph.pruner.training import PRECISIONS, SCHEDULES, Progress, TrainHistory, time_epoch, train
 from cnngraph.pruner.units import Unit, chain_units, find_units
 from cnngraph.scores import NodeScores
 
@@ -61,6 +61,7 @@ class PruneOptions:
     optimizer: str = "sgd"
     augment: bool = False  # fine-tune with random crops and flips
     schedule: str = "constant"  # fine-tune learning rate: constant, cosine or onecycle
+    precision: str = "fp32"  # fine-tune in fp32 or under bfloat16 autocast (bf16)
     latency_repeats: int = LATENCY_REPEATS
     device: str = "cpu"
 
@@ -71,6 +72,8 @@ class PruneOptions:
             raise ConfigError(f"unknown strategy '{self.strategy}'; use one of {', '.join(STRATEGIES)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown learning-rate schedule '{self.schedule}'; use {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}")
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.aggregator not in AGGREGATORS:
@@ -191,6 +194,7 @@ def prune_model(
     history = train(
         pruned.module, train_data, options.epochs, options.batch_size, options.lr, options.seed,
         options.device, progress, options.optimizer, augment=options.augment, schedule=options.schedule,
+        precision=options.precision,
     )  # fmt: skip
     result = summarise(pruned.module, test_data, train_data, options, epoch_seconds=_mean(history))
     report = build_report(

@@ -15,6 +15,7 @@ from cnngraph.errors import ConfigError, DataError
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast mixed precision (weights, optimizer and gradients stay fp32)
 CROP_PADDING = 4  # pixels of zero padding before the random crop (the standard CIFAR recipe)
 Progress = Callable[[int, int], None]  # (batches done, batches in all) after every batch
 
@@ -61,18 +62,23 @@ def train(
     schedule: str = "constant",
     weight_decay: float | None = None,
     channels_last: bool = False,
+    precision: str = "fp32",
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy; SGD (momentum 0.9, weight decay 5e-4) or Adam.
 
     Options for longer runs (defaults keep the plain recipe): ``augment`` (random crop after
     4-pixel zero padding and horizontal flip, per image, the standard CIFAR augmentation),
     ``schedule`` (``constant``; ``cosine`` annealing or ``onecycle`` per batch, peaking at
-    ``lr``), ``weight_decay`` (default 5e-4 for SGD, 0 for Adam), ``channels_last`` memory format.
+    ``lr``), ``weight_decay`` (default 5e-4 for SGD, 0 for Adam), ``channels_last`` memory format,
+    ``precision`` (``fp32``, or ``bf16``: forward and loss under bfloat16 autocast, with the
+    weights, gradients and optimizer state kept in fp32; about 2x faster on CPUs with AMX or
+    AVX512-BF16 and on recent GPUs; evaluation is always fp32).
     Shuffling, augmentation, dropout masks and everything random are seeded by ``seed`` without
     disturbing the caller's global random state.
     """
-    _check(train_data, epochs, batch_size, lr, optimizer, schedule, weight_decay)
+    _check(train_data, epochs, batch_size, lr, optimizer, schedule, weight_decay, precision)
     model.to(device)
+    device_type = torch.device(device).type
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, optimizer, lr, weight_decay)
@@ -100,8 +106,9 @@ def train(
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = train_data.labels[idx].to(device)
                 opt.zero_grad(set_to_none=True)
-                out = model(x)
-                loss = loss_fn(out, y)
+                with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    out = model(x)
+                    loss = loss_fn(out, y)
                 loss.backward()
                 opt.step()
                 if scheduler is not None:
@@ -172,6 +179,7 @@ def _check(
     optimizer: str,
     schedule: str = "constant",
     weight_decay: float | None = None,
+    precision: str = "fp32",
 ) -> None:
     if len(data) == 0:
         raise DataError("the training set is empty")
@@ -187,6 +195,8 @@ def _check(
         raise ConfigError(f"unknown learning-rate schedule '{schedule}'; use {', '.join(SCHEDULES)}")
     if weight_decay is not None and not weight_decay >= 0:
         raise ConfigError(f"weight decay must be >= 0, got {weight_decay}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; use {' or '.join(PRECISIONS)}")
 
 
 def _optimizer(
