@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cnngraph.errors import DataError
+from cnngraph.files import partial_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -249,7 +250,7 @@ def _image_folder(root: Path) -> ImageDataset:
     else:
         array = _decode(files)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+        tmp = partial_path(cache)
         try:
             with open(tmp, "wb") as fh:
                 np.savez(fh, images=array)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cnngraph.errors import ModelError
+from cnngraph.files import partial_path
 
 VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -280,11 +281,17 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], origin: 
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: dict[str, Any]) -> Path:
     """Write a state dict plus JSON-able ``info`` atomically; loadable with ``weights_only=True``."""
+    return save_atomically(path, {"state_dict": model.state_dict(), "cnngraph": info})
+
+
+def save_atomically(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` into a temporary file of this process beside ``path``, then rename it over
+    ``path``: a reader, a ``kill -9`` or a second writer never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     try:
-        torch.save({"state_dict": model.state_dict(), "cnngraph": info}, tmp)
+        torch.save(obj, tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

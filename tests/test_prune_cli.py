@@ -357,3 +357,47 @@ def test_resnet20_prune_and_reload(
     assert sweep.exit_code == 0, sweep.output
     rows = json.loads(sweep.stdout)["rows"]
     assert [(r["units_removed"], r["layers_removed"]) for r in rows] == [(1, 2), (1, 2)]
+
+
+def test_train_resumes_after_an_interruption(
+    cli_app: typer.Typer, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cnngraph.models
+
+    base = ["train", "--data", str(dataset), "--width", "0.25", "--epochs", "3", "--batch-size", "8"]
+    more = ["--augment", "--schedule", "onecycle", "--lr", "0.05"]
+    whole = tmp_path / "whole.pt"
+    assert runner.invoke(cli_app, [*base, *more, "--out", str(whole)]).exit_code == 0
+    assert not (tmp_path / "whole.pt.resume").exists()  # removed once the checkpoint is written
+
+    out, snapshot = tmp_path / "cut.pt", tmp_path / "cut.pt.resume"
+    save = cnngraph.models.save_atomically
+
+    def save_then_stop(path: Path, obj: dict) -> Path:  # Ctrl-C right after epoch 1's snapshot
+        save(path, obj)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cnngraph.models, "save_atomically", save_then_stop)
+    cut = runner.invoke(cli_app, [*base, *more, "--out", str(out)])
+    monkeypatch.undo()
+    assert cut.exit_code == 130
+    assert "interrupted; run the same command with --resume" in cut.stderr and str(snapshot) in cut.stderr
+    assert snapshot.is_file() and not out.exists()
+
+    other = runner.invoke(cli_app, [*base, *more, "--lr", "0.1", "--out", str(out), "--resume"])
+    assert other.exit_code == 2 and "other options (training.lr)" in other.stderr
+    assert "Traceback" not in other.output and not out.exists()
+
+    resumed = runner.invoke(cli_app, [*base, *more, "--out", str(out), "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 1 of 3" in resumed.stderr
+    assert not snapshot.exists()
+    a, info_a = read_checkpoint(whole)
+    b, info_b = read_checkpoint(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # exactly the uninterrupted run
+    losses = [[e["loss"] for e in i["history"]["epochs"]] for i in (info_a, info_b)]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+
+    snapshot.write_bytes(b"not a snapshot")
+    broken = runner.invoke(cli_app, [*base, *more, "--out", str(out), "--resume"])
+    assert broken.exit_code == 2 and "cannot read the snapshot" in broken.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -234,3 +237,28 @@ def test_bf16_mixed_precision_learns_keeps_fp32_weights_and_is_seeded() -> None:
     assert evaluate(a, data).accuracy >= 0.9
     with pytest.raises(ConfigError, match="unknown precision 'fp16'; use fp32 or bf16"):
         train(tiny_model(), data, 1, precision="fp16")
+
+
+def test_resuming_from_an_epoch_snapshot_gives_the_uninterrupted_run(tmp_path: Path) -> None:
+    data = tiny_data(24)
+    options = {"augment": True, "schedule": "onecycle", "weight_decay": 1e-3, "channels_last": True}
+    whole, part, resumed = tiny_model(), tiny_model(), tiny_model()
+    snapshots: list[dict[str, Any]] = []
+    full = train(whole, data, 3, 8, 0.05, 3, **options)
+    train(part, data, 3, 8, 0.05, 3, **options, on_epoch=snapshots.append)
+    assert [s["epoch"] for s in snapshots] == [1, 2, 3]
+    # through a file loaded the way every checkpoint is, as an interrupted command would
+    torch.save(snapshots[0], tmp_path / "snap.pt")
+    snap = torch.load(tmp_path / "snap.pt", weights_only=True)
+    history = train(resumed, data, 3, 8, 0.05, 3, **options, resume=snap)
+    assert [e.epoch for e in history.epochs] == [1, 2, 3]
+    assert [e.loss for e in history.epochs] == [e.loss for e in full.epochs]
+    sw, sr = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(sw[k], sr[k]) for k in sw)
+    # a snapshot of another model or schedule is refused in words
+    with pytest.raises(ConfigError, match="does not fit"):
+        train(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), data, 3, 8, 0.05, 3, resume=snap)
+    with pytest.raises(ConfigError, match="does not fit"):
+        train(tiny_model(), data, 3, 8, 0.05, 3, resume=snap)  # constant schedule: no scheduler state
+    with pytest.raises(ConfigError, match=r"epoch 1, outside 1\.\.0"):
+        train(tiny_model(), data, 0, 8, 0.05, 3, **options, resume=snap)

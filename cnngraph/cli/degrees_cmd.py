@@ -16,6 +16,7 @@ from cnngraph.cli.common import (
     handle_errors,
     neo4j_settings,
 )
+from cnngraph.files import partial_path
 from cnngraph.queries.scoring import DegreeTable, compute_degrees
 
 HEADER = "layer,i,j,class,in,out,total"
@@ -59,7 +60,7 @@ def write_degrees_csv(table: DegreeTable, path: Path) -> None:
 def write_csv(path: Path, header: str, data: np.ndarray, fmt: list[str]) -> None:
     """``np.savetxt`` atomically: nothing half-written if it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     try:
         np.savetxt(tmp, data, fmt=fmt, delimiter=",", header=header, comments="")
         tmp.replace(path)

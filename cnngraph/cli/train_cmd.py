@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cnngraph.cli.common import check_output_file, console, handle_errors, progress
+from cnngraph.cli.common import check_output_file, console, err_console, fail, handle_errors, progress
 from cnngraph.errors import ConfigError, DataError
 
 AugmentOpt = Annotated[
@@ -113,6 +113,15 @@ def train_cmd(
         bool, typer.Option("--channels-last", help="Train in the channels_last memory format.")
     ] = False,
     precision: PrecisionOpt = "fp32",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on from OUT.resume, the snapshot written after every epoch (weights, optimizer, "
+            "schedule, random state), when an earlier run of the same command was interrupted; the "
+            "result equals an uninterrupted run. The snapshot is removed once OUT is written.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON instead of tables.")
     ] = False,
@@ -124,7 +133,7 @@ def train_cmd(
     """
     import torch
 
-    from cnngraph.models import ModelSpec, build_model, save_checkpoint
+    from cnngraph.models import ModelSpec, build_model, save_atomically, save_checkpoint
     from cnngraph.pruner.data import DataSplit, load_split
     from cnngraph.pruner.metrics import evaluate as evaluate_model
     from cnngraph.pruner.metrics import measure
@@ -149,13 +158,46 @@ def train_cmd(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_model(spec)
+    training = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "seed": seed,
+        "augment": augment,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "device": device,
+        "channels_last": channels_last,
+        "precision": precision,
+    }
+    recipe = {"spec": spec.to_dict(), "data": data_split.to_dict(), "training": training}
+    snapshot_path = resume_path(out)
+    snapshot = read_snapshot(snapshot_path, recipe) if resume else None
+    if snapshot is not None:
+        err_console.print(f"resuming after epoch {snapshot['epoch']} of {epochs} from {snapshot_path}")
+    elif snapshot_path.is_file():
+        err_console.print(f"note: starting over; {snapshot_path} will be replaced (--resume goes on from it)")
+
+    def keep(snap: dict[str, Any]) -> None:
+        save_atomically(snapshot_path, {**snap, "recipe": recipe})
+
     bar, update = training_progress(f"training {model}")
-    with bar:
-        history = train(
-            net, train_data, epochs, batch_size, lr, seed, device, update, optimizer,
-            augment=augment, schedule=schedule, weight_decay=weight_decay, channels_last=channels_last,
-            precision=precision,
-        )  # fmt: skip
+    try:
+        with bar:
+            history = train(
+                net, train_data, epochs, batch_size, lr, seed, device, update, optimizer,
+                augment=augment, schedule=schedule, weight_decay=weight_decay,
+                channels_last=channels_last, precision=precision, on_epoch=keep, resume=snapshot,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        if not snapshot_path.is_file():
+            raise
+        raise fail(
+            f"interrupted; run the same command with --resume to go on from the last finished epoch "
+            f"(kept in {snapshot_path})",
+            130,
+        ) from None
     metrics = evaluate_model(net, test_data, device=device)
     net.to("cpu").to(memory_format=torch.contiguous_format)  # cost is measured, weights saved, on CPU
     cost = measure(net, train_data.input_shape)
@@ -166,27 +208,51 @@ def train_cmd(
         "metrics": summary,
         "data": data_split.to_dict(),
         "split": {"train_images": len(train_data), "test_images": len(test_data)},
-        "training": {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "optimizer": optimizer,
-            "seed": seed,
-            "augment": augment,
-            "schedule": schedule,
-            "weight_decay": weight_decay,
-            "device": device,
-            "channels_last": channels_last,
-            "precision": precision,
-        },
+        "training": training,
         "history": history.to_dict(),
     }
     save_checkpoint(out, net, info)
+    snapshot_path.unlink(missing_ok=True)
     if as_json:
         console.print_json(json.dumps({"checkpoint": str(out), **info}, default=str))
         return
     console.print(cost_table(f"{model} on {data} ({len(test_data)} test images)", {"trained": summary}))
     console.print(f"checkpoint written to [bold]{out}[/]")
+
+
+def resume_path(out: Path) -> Path:
+    """Where ``cnngraph train --out OUT`` keeps its per-epoch snapshot."""
+    return out.with_name(out.name + ".resume")
+
+
+def read_snapshot(path: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """The snapshot at ``path`` (None when there is none); refused when another command wrote it."""
+    import torch
+
+    if not path.is_file():
+        err_console.print(f"note: no snapshot {path} to resume from; starting at epoch 1")
+        return None
+    try:
+        snap = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(
+            f"cannot read the snapshot '{path}' ({type(e).__name__}); delete it and start over"
+        ) from e
+    if not isinstance(snap, dict) or not isinstance(snap.get("recipe"), dict):
+        raise ConfigError(f"'{path}' is not a cnngraph training snapshot; delete it and start over")
+    theirs: dict[str, Any] = snap["recipe"]
+    differ = [
+        f"{part}.{key}"
+        for part in ("spec", "data", "training")
+        for key in sorted(set(recipe[part]) | set(theirs.get(part, {})) - {"device"})
+        if recipe[part].get(key) != theirs.get(part, {}).get(key)
+    ]
+    if differ:
+        raise ConfigError(
+            f"the snapshot '{path}' was written by a command with other options ({', '.join(differ)}); "
+            "give the same options, or drop --resume to start over"
+        )
+    return snap
 
 
 def register(app: typer.Typer) -> None:

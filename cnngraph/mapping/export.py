@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from cnngraph.errors import ConfigError
+from cnngraph.files import partial_path
 from cnngraph.mapping.network import MultilayerNetwork
 
 FORMATS = ("gexf", "graphml")
@@ -60,7 +61,7 @@ def resolve_classes(network: MultilayerNetwork, classes: str | Sequence[str] | N
 def _write(path: str | Path, body: Callable[[IO[str]], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             body(fh)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cnngraph.errors import MappingFileError
+from cnngraph.files import partial_path
 
 FORMAT_VERSION = 2
 DESCRIPTORS = ("mean", "median")
@@ -224,7 +225,7 @@ class MultilayerNetwork:
         for name, values in self.node_values.items():
             arrays[f"values_{name}"] = values
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
+        tmp = partial_path(path)
         try:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)  # type: ignore[arg-type]

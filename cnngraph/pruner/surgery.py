@@ -45,6 +45,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from cnngraph.errors import ModelError, PruningError
+from cnngraph.files import partial_path
 from cnngraph.models import ModelSpec, build_model, load_weights
 from cnngraph.pruner.units import (
     RESIDUAL,
@@ -385,8 +386,8 @@ def save_pruned(
     text = json.dumps(document, indent=2, default=str)
     json_path = recipe_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_pt = path.with_name(f".{path.name}.partial")
-    tmp_json = json_path.with_name(f".{json_path.name}.partial")
+    tmp_pt = partial_path(path)
+    tmp_json = partial_path(json_path)
     try:
         torch.save({"state_dict": pruned.module.state_dict(), "cnngraph": {"pruned": document}}, tmp_pt)
         tmp_json.write_text(text)

@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast mixed precision (weights, optimizer and gradients stay fp32)
 CROP_PADDING = 4  # pixels of zero padding before the random crop (the standard CIFAR recipe)
 Progress = Callable[[int, int], None]  # (batches done, batches in all) after every batch
+Snapshot = dict[str, Any]  # everything a training run needs to go on after an epoch (see train)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def train(
     weight_decay: float | None = None,
     channels_last: bool = False,
     precision: str = "fp32",
+    on_epoch: Callable[[Snapshot], None] | None = None,
+    resume: Snapshot | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy; SGD (momentum 0.9, weight decay 5e-4) or Adam.
 
@@ -75,6 +79,11 @@ def train(
     AVX512-BF16 and on recent GPUs; evaluation is always fp32).
     Shuffling, augmentation, dropout masks and everything random are seeded by ``seed`` without
     disturbing the caller's global random state.
+
+    ``on_epoch`` receives a snapshot after every epoch (weights, optimizer, schedule, random
+    states, history: tensors and plain values, loadable with ``weights_only=True``); passing one
+    back as ``resume`` (same model, data and options) goes on from there and ends with exactly the
+    weights an uninterrupted run gives.
     """
     _check(train_data, epochs, batch_size, lr, optimizer, schedule, weight_decay, precision)
     model.to(device)
@@ -87,11 +96,18 @@ def train(
     per_epoch = (n + batch_size - 1) // batch_size
     scheduler = _scheduler(opt, schedule, lr, epochs * per_epoch)
     history = TrainHistory()
+    first = 0
+    if resume is not None:
+        first = _restore(resume, model, opt, scheduler, history, epochs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         order_rng = torch.Generator().manual_seed(seed)
         augment_rng = torch.Generator().manual_seed(seed + 1)
-        for epoch in range(epochs):
+        if resume is not None:
+            torch.set_rng_state(resume["rng"]["torch"])
+            order_rng.set_state(resume["rng"]["order"])
+            augment_rng.set_state(resume["rng"]["augment"])
+        for epoch in range(first, epochs):
             model.train()
             start = time.perf_counter()
             total_loss, correct = 0.0, 0
@@ -119,8 +135,62 @@ def train(
                     progress(epoch * per_epoch + b + 1, epochs * per_epoch)
             seconds = time.perf_counter() - start
             history.epochs.append(EpochRecord(epoch + 1, total_loss / n, correct / n, seconds))
+            if on_epoch is not None:
+                on_epoch(
+                    {
+                        "epoch": epoch + 1,
+                        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                        "optimizer": _to_cpu(opt.state_dict()),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "rng": {
+                            "torch": torch.get_rng_state(),
+                            "order": order_rng.get_state(),
+                            "augment": augment_rng.get_state(),
+                        },
+                        "history": [dict(e.__dict__) for e in history.epochs],
+                    }
+                )
     model.eval()
     return history
+
+
+def _restore(
+    snap: Snapshot,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    history: TrainHistory,
+    epochs: int,
+) -> int:
+    """Load a snapshot of :func:`train` into the fresh run; the epoch to go on from."""
+    done = int(snap.get("epoch", 0))
+    if not 0 < done <= epochs:
+        raise ConfigError(f"the training snapshot is at epoch {done}, outside 1..{epochs}")
+    try:
+        model.load_state_dict(snap["model"])
+        opt.load_state_dict(snap["optimizer"])
+        if (scheduler is None) != (snap["scheduler"] is None):
+            raise ValueError("schedule differs")
+        if scheduler is not None:
+            scheduler.load_state_dict(snap["scheduler"])
+        history.epochs = [EpochRecord(**e) for e in snap["history"]]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(
+            f"the training snapshot does not fit this model and these options ({detail})"
+        ) from e
+    return done
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A copy of a (nested) optimizer state dict with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def augment_batch(
