@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cnngraph.datasets import ImageDataset, select_per_class
+from cnngraph.files import partial_path
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = Path(os.environ.get("CNNGRAPH_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -89,9 +90,12 @@ def outcome(metrics: Any, cost: Any, original_latency_ms: float) -> dict[str, An
 def write_json(path: Path, obj: Any) -> None:
     """``obj`` as JSON at ``path``, atomically (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    tmp.replace(path)
+    tmp = partial_path(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _json_default(o: Any) -> Any:

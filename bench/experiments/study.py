@@ -46,6 +46,7 @@ from common import ROOT, balanced_subset, cifar_root, log, map_load_score, outco
 from torch import nn
 
 from cnngraph.datasets import ImageDataset, load_dataset
+from cnngraph.files import partial_path
 from cnngraph.models import ModelSpec, build_model, load_weights, read_checkpoint
 from cnngraph.pruner.metrics import evaluate, measure
 from cnngraph.pruner.select import (
@@ -80,9 +81,13 @@ def load_baseline(path: Path) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
 def save_scores(path: Path, scores: NodeScores) -> None:
     arrays = {"layer": scores.layer, "i": scores.i, "j": scores.j}
     arrays.update({f"delta_{k}": v for k, v in scores.values.items()})
-    tmp = path.with_name(f".{path.name}.partial.npz")
-    np.savez_compressed(tmp, layer_names=np.array(scores.layer_names), **arrays)
-    tmp.replace(path)
+    tmp = partial_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, layer_names=np.array(scores.layer_names), **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_scores(path: Path) -> NodeScores:
