@@ -19,6 +19,7 @@ from cnngraph.mapping.network import MultilayerNetwork
 from cnngraph.queries import QUERY_NAMES, cypher, for_layout
 from cnngraph.queries.scoring import (
     AGGREGATORS,
+    columnar,
     compute_degrees,
     compute_scores,
     fetch_scores,
@@ -197,6 +198,31 @@ def test_fetch_before_score(neo4j_driver: Any) -> None:
             fetch_scores(neo4j_driver, name)
     finally:
         drop_model(neo4j_driver, name)
+
+
+@pytest.mark.neo4j
+def test_a_node_without_its_score_is_refused_not_misaligned(neo4j_driver: Any) -> None:
+    net = synthetic_network([(4, 4), (4, 4)], classes=2)
+    name = f"test-q-holey-{uuid.uuid4().hex[:8]}"
+    try:
+        load_network(neo4j_driver, net, name)
+        compute_scores(neo4j_driver, name)
+        neo4j_driver.execute_query(
+            "MATCH (p:Position {model: $m, nid: 5}) REMOVE p.delta_mean", m=name
+        )  # columns come back as lists (collect skips nulls): one hole must not shift the rest
+        with pytest.raises(Neo4jError, match=r"mean missing on some of the 32 nodes .* run 'cnngraph score"):
+            fetch_scores(neo4j_driver, name)
+    finally:
+        drop_model(neo4j_driver, name)
+
+
+def test_columnar_turns_the_outer_return_into_lists() -> None:
+    text = columnar(cypher("degrees"), ["nid", "total"])
+    assert text.count("\nRETURN ") == 1 and "  RETURN [c IN classes" in text  # subquery RETURNs stay
+    assert text.rstrip().endswith("RETURN count(*) AS rows, collect(nid) AS nid, collect(total) AS total")
+    assert "\nWITH p.nid AS nid, p.layer AS layer" in text and "ORDER BY nid" in text
+    with pytest.raises(ValueError, match="no top-level RETURN"):
+        columnar("MATCH (n) SET n.x = 1", ["x"])
 
 
 @pytest.mark.neo4j
