@@ -13,5 +13,6 @@ python bench_mapping.py
 python bench_load.py --per-arc 20000   # both layouts, own fresh servers (cold + median of 3 warm), probe
 python bench_scores.py
 python bench_scores.py --layout compact
+python bench_fetch.py
 python bench_prune.py
 python bench_training.py
