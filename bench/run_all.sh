@@ -11,6 +11,7 @@ fi
 trap '[[ $started_here == 1 ]] && cnngraph server stop' EXIT
 python bench_mapping.py
 python bench_load.py --per-arc 20000   # both layouts, own fresh servers (cold + median of 3 warm), probe
+python bench_score_floor.py   # per-class score floor, cold-load phases (own fresh servers)
 python bench_scores.py
 python bench_scores.py --layout compact
 python bench_fetch.py

@@ -149,3 +149,24 @@ def test_graph_commands_piped_whole_and_without_torch(
     finally:
         drop_model(neo4j_driver, model)
     assert np.isfinite(long_network.node_values["mean"]).all()
+
+
+def test_every_help_page_reads_whole_when_piped(cli_app: Any) -> None:
+    """``--help`` of every command and sub-command at the 80 columns of a pipe: nothing cut off
+    with an ellipsis (Rich truncates an unbreakable word it cannot fit)."""
+    import typer
+    from typer.testing import CliRunner
+
+    def paths(command: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found = [prefix]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += paths(sub, (*prefix, name))
+        return found
+
+    every = paths(typer.main.get_command(cli_app), ())
+    assert ("train",) in every and ("server", "start") in every
+    runner = CliRunner()
+    for path in every:
+        result = runner.invoke(cli_app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "…" not in result.output, f"'cnngraph {' '.join(path)} --help' cuts a word:\n{result.output}"

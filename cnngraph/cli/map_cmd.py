@@ -11,7 +11,8 @@ from cnngraph.cli.common import check_output_file, console, handle_errors, progr
 from cnngraph.errors import ConfigError
 
 MODEL_HELP = (
-    "[MODEL] DATA. MODEL: vgg11|vgg13|vgg16|small_cnn (reference architectures), torchvision:NAME, "
+    "[MODEL] DATA. MODEL: a reference architecture (vgg11, vgg13, vgg16, small_cnn, resnet20, "
+    "resnet56), torchvision:NAME, "
     "package.module:factory or path/to/file.py:factory; omit it when --checkpoint comes from "
     "'cnngraph train'. DATA: an ImageFolder directory, an .npz (images, labels, classes) or builtin:digits."
 )

@@ -65,8 +65,8 @@ def train_cmd(
         str,
         typer.Option(
             "--model",
-            help="vgg11|vgg13|vgg16|small_cnn|resnet20|resnet56, torchvision:NAME, package.module:factory "
-            "or file.py:factory.",
+            help="A reference architecture (vgg11, vgg13, vgg16, small_cnn, resnet20, resnet56), "
+            "torchvision:NAME, package.module:factory or file.py:factory.",
         ),
     ] = "small_cnn",
     data: Annotated[
