@@ -401,3 +401,42 @@ def test_train_resumes_after_an_interruption(
     snapshot.write_bytes(b"not a snapshot")
     broken = runner.invoke(cli_app, [*base, *more, "--out", str(out), "--resume"])
     assert broken.exit_code == 2 and "cannot read the snapshot" in broken.stderr
+
+
+def test_train_init_goes_on_from_another_checkpoint(
+    cli_app: typer.Typer, dataset: Path, tmp_path: Path
+) -> None:
+    base = ["train", "--data", str(dataset), "--width", "0.25", "--batch-size", "8"]
+    first, fresh = tmp_path / "first.pt", tmp_path / "fresh.pt"
+    for path, epochs, lr in ((first, "2", "0.05"), (fresh, "1", "1e-9")):
+        made = runner.invoke(cli_app, [*base, "--epochs", epochs, "--lr", lr, "--out", str(path)])
+        assert made.exit_code == 0, made.output
+    second = tmp_path / "second.pt"
+    result = runner.invoke(
+        cli_app, [*base, "--epochs", "1", "--lr", "1e-9", "--init", str(first), "--out", str(second)]
+    )
+    assert result.exit_code == 0, result.output
+    a, info_a = read_checkpoint(first)
+    b, info_b = read_checkpoint(second)
+    c, _ = read_checkpoint(fresh)
+    convs = [k for k in a if k.endswith("weight") and a[k].dim() == 4]
+    # A near-zero learning rate keeps the weights where they started: the first run's, not a fresh draw.
+    assert convs and all(torch.allclose(a[k], b[k], atol=1e-6) for k in convs)
+    assert not all(torch.allclose(c[k], b[k], atol=1e-3) for k in convs)
+    init = info_b["training"]["init"]
+    assert init["checkpoint"] == str(first) and init["accuracy"] == info_a["metrics"]["accuracy"]
+    assert init["training"] == info_a["training"]
+    import hashlib
+
+    assert init["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+
+    out = tmp_path / "bad.pt"
+    for extra, message in (
+        (["--init", str(tmp_path / "none.pt")], "does not exist"),
+        (["--init", str(first), "--model", "vgg11"], "holds another model (source 'small_cnn' here 'vgg11'"),
+        (["--init", str(first), "--width", "0.5"], "width 0.25 here 0.5"),
+    ):
+        result = runner.invoke(cli_app, [*base, "--epochs", "1", *extra, "--out", str(out)])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.stderr and "Traceback" not in result.output
+        assert not out.exists()

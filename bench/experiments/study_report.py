@@ -69,12 +69,32 @@ def baselines(results: list[dict[str, Any]]) -> list[str]:
             f"| {title(r)} | {o['parameters']:,} | {o['macs']:,} | {pct(o['accuracy'])}% | "
             f"{pct(o['precision'])}% | {pct(o['recall'])}% | "
             f"{'' if target is None else pct(target) + '%'} | {met} | "
-            f"{t.get('epochs')} epochs, SGD {t.get('schedule')} lr {t.get('lr')}, "
-            f"batch {t.get('batch_size')}, "
-            f"wd {t.get('weight_decay')}, augment {t.get('augment')}, seed {t.get('seed')} | "
-            f"{hist.get('mean_epoch_seconds', float('nan')):.0f} s |"
+            f"{training_summary(t)} | {hist.get('mean_epoch_seconds', float('nan')):.0f} s |"
         )
     return lines
+
+
+def stages(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training stages of a checkpoint, first to last (``--init`` chains them)."""
+    chain = [t]
+    while isinstance(chain[0].get("init"), dict) and isinstance(chain[0]["init"].get("training"), dict):
+        chain.insert(0, chain[0]["init"]["training"])
+    return chain
+
+
+def training_summary(t: dict[str, Any]) -> str:
+    parts = []
+    for k, s in enumerate(stages(t)):
+        text = (
+            f"{s.get('epochs')} epochs, SGD {s.get('schedule')} lr {s.get('lr')}, "
+            f"batch {s.get('batch_size')}, wd {s.get('weight_decay')}, "
+            f"augment {s.get('augment')}, seed {s.get('seed')}"
+        )
+        init = s.get("init")
+        if k and isinstance(init, dict) and init.get("accuracy") is not None:
+            text = f"then from that checkpoint ({pct(init['accuracy'])}%): " + text
+        parts.append(text)
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- one study
@@ -350,27 +370,35 @@ EXTRACT = (
 )
 
 
-def train_command(r: dict[str, Any]) -> str:
-    """The ``cnngraph train`` command that made the baseline, rebuilt from what it recorded."""
-    t, spec = r["checkpoint"]["training"] or {}, r["spec"]
+def train_commands(r: dict[str, Any]) -> list[str]:
+    """The ``cnngraph train`` commands that made the baseline (one per stage), rebuilt from what
+    they recorded; a stage started with ``--init`` reads the checkpoint the stage before wrote."""
+    spec = r["spec"]
     data = r["checkpoint"].get("data") or {}
-    parts = [".venv/bin/cnngraph train", f"--model {spec['source']}"]
-    if spec["width"] != 1.0:
-        parts.append(f"--width {spec['width']}")
-    parts += [
-        f"--data {data.get('source')} --split {data.get('split')} --test-split {data.get('test_split')}",
-        f"--epochs {t.get('epochs')} --batch-size {t.get('batch_size')} --lr {t.get('lr')}",
-        f"--schedule {t.get('schedule')} --weight-decay {t.get('weight_decay')} --seed {t.get('seed')}",
-    ]
-    parts += [
-        flag
-        for flag, on in (("--augment", t.get("augment")), ("--channels-last", t.get("channels_last")))
-        if on
-    ]
-    if t.get("precision", "fp32") != "fp32":
-        parts.append(f"--precision {t['precision']}")
-    parts.append(f"--out {r['checkpoint']['path']} --json")
-    return " ".join(parts)
+    chain = stages(r["checkpoint"]["training"] or {})
+    outs = [str(s["init"]["checkpoint"]) for s in chain[1:]] + [r["checkpoint"]["path"]]
+    commands = []
+    for t, out in zip(chain, outs, strict=True):
+        parts = [".venv/bin/cnngraph train", f"--model {spec['source']}"]
+        if spec["width"] != 1.0:
+            parts.append(f"--width {spec['width']}")
+        parts += [
+            f"--data {data.get('source')} --split {data.get('split')} --test-split {data.get('test_split')}",
+            f"--epochs {t.get('epochs')} --batch-size {t.get('batch_size')} --lr {t.get('lr')}",
+            f"--schedule {t.get('schedule')} --weight-decay {t.get('weight_decay')} --seed {t.get('seed')}",
+        ]
+        parts += [
+            flag
+            for flag, on in (("--augment", t.get("augment")), ("--channels-last", t.get("channels_last")))
+            if on
+        ]
+        if t.get("precision", "fp32") != "fp32":
+            parts.append(f"--precision {t['precision']}")
+        if isinstance(t.get("init"), dict):
+            parts.append(f"--init {t['init']['checkpoint']}")
+        parts.append(f"--out {out} --json")
+        commands.append(" ".join(parts))
+    return commands
 
 
 def study_command(r: dict[str, Any]) -> str:
@@ -395,7 +423,10 @@ def main() -> None:
     results = [json.loads(p.read_text()) for p in paths]
     commands = []
     for r in results:
-        commands.append(f"| train {title(r)} | `{train_command(r)}` |")
+        stage_commands = train_commands(r)
+        for k, command in enumerate(stage_commands, 1):
+            stage = f", stage {k}" if len(stage_commands) > 1 else ""
+            commands.append(f"| train {title(r)}{stage} | `{command}` |")
         commands.append(f"| study {title(r)} | `{study_command(r)}` |")
     jsons = " ".join(str(p) for p in paths) + (f" --notes {args.notes}" if args.notes else "")
     out = [HEADER.format(extract=EXTRACT, commands="\n".join(commands), jsons=jsons)]

@@ -122,6 +122,16 @@ def train_cmd(
             "result equals an uninterrupted run. The snapshot is removed once OUT is written.",
         ),
     ] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Start from the weights of this checkpoint of the same model instead of a fresh "
+            "seeded initialisation: a second training stage, e.g. a cosine restart after a "
+            "one-cycle run. Its training record is kept in the new checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON instead of tables.")
     ] = False,
@@ -129,7 +139,8 @@ def train_cmd(
     """Train a model from scratch (seeded) and save it with everything later commands need.
 
     The checkpoint records the model spec and the train/test split, so 'cnngraph map' and
-    'cnngraph prune' need neither --model nor the split options again.
+    'cnngraph prune' need neither --model nor the split options again. With --init the run
+    goes on from another checkpoint's weights, and records which.
     """
     import torch
 
@@ -146,6 +157,10 @@ def train_cmd(
     if seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
     check_output_file(out)
+    if init is not None and not init.is_file():
+        raise ConfigError(
+            f"--init checkpoint '{init}' does not exist; give a checkpoint 'cnngraph train' wrote"
+        )
     check_device(device)
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown --precision '{precision}'; use {' or '.join(PRECISIONS)}")
@@ -171,6 +186,8 @@ def train_cmd(
         "channels_last": channels_last,
         "precision": precision,
     }
+    if init is not None:
+        training["init"] = load_init(net, spec, init)
     recipe = {"spec": spec.to_dict(), "data": data_split.to_dict(), "training": training}
     snapshot_path = resume_path(out)
     snapshot = read_snapshot(snapshot_path, recipe) if resume else None
@@ -218,6 +235,39 @@ def train_cmd(
         return
     console.print(cost_table(f"{model} on {data} ({len(test_data)} test images)", {"trained": summary}))
     console.print(f"checkpoint written to [bold]{out}[/]")
+
+
+def load_init(net: Any, spec: Any, path: Path) -> dict[str, Any]:
+    """Load the weights of checkpoint ``path`` into ``net`` (built from ``spec``); what the new
+    checkpoint records of it: path, SHA-256, test accuracy and its own training record."""
+    import hashlib
+
+    from cnngraph.models import check_finite_weights, load_weights, read_checkpoint
+
+    state, info = read_checkpoint(path)
+    check_finite_weights(state, str(path))
+    theirs = info.get("spec")
+    if isinstance(theirs, dict):
+        mine = spec.to_dict()
+        differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if differ:
+            shown = ", ".join(f"{k} {theirs.get(k)!r} here {mine.get(k)!r}" for k in differ)
+            raise ConfigError(
+                f"--init '{path}' holds another model ({shown}); give the same --model, --width and data"
+            )
+    load_weights(net, state, str(path))
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    metrics = info.get("metrics")
+    if not isinstance(metrics, dict):
+        metrics = {}
+    return {
+        "checkpoint": str(path),
+        "sha256": digest,
+        "accuracy": metrics.get("accuracy"),
+        "training": info.get("training"),
+        "data": info.get("data"),
+    }
 
 
 def resume_path(out: Path) -> Path:

@@ -1,0 +1,52 @@
+"""The study report rebuilds the training commands of a baseline, every stage of an --init chain."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def report_module() -> Any:
+    spec = importlib.util.spec_from_file_location("study_report", ROOT / "bench/experiments/study_report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage(
+    epochs: int, lr: float, schedule: str, seed: int, init: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    t: dict[str, Any] = {
+        "epochs": epochs, "batch_size": 128, "lr": lr, "optimizer": "sgd", "seed": seed, "augment": True,
+        "schedule": schedule, "weight_decay": 0.0005, "device": "cpu", "channels_last": True,
+        "precision": "bf16",
+    }  # fmt: skip
+    if init is not None:
+        t["init"] = init
+    return t
+
+
+def test_two_stage_baseline_gives_both_commands_in_order() -> None:
+    report = report_module()
+    first = stage(150, 0.2, "onecycle", 0)
+    second = stage(30, 0.05, "cosine", 1, {"checkpoint": "/tmp/a.pt", "sha256": "ab", "accuracy": 0.8924,
+                                           "training": first, "data": {}})  # fmt: skip
+    result = {
+        "spec": {"source": "resnet20", "width": 1.0},
+        "checkpoint": {"path": "b.pt", "training": second,
+                       "data": {"source": "cifar", "split": "train", "test_split": "test"}},
+    }  # fmt: skip
+    one, two = report.train_commands(result)
+    assert "--epochs 150" in one and "--lr 0.2 " in one and "--schedule onecycle" in one
+    assert one.endswith("--out /tmp/a.pt --json") and "--init" not in one
+    assert "--epochs 30" in two and "--seed 1" in two and "--init /tmp/a.pt --out b.pt --json" in two
+    summary = report.training_summary(second)
+    assert summary.index("150 epochs") < summary.index("then from that checkpoint (89.24%): 30 epochs")
+    # A one-stage baseline is one command, as before.
+    result["checkpoint"]["training"] = first
+    (only,) = report.train_commands(result)
+    assert only.endswith("--out b.pt --json") and "--init" not in only
