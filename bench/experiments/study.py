@@ -22,6 +22,9 @@ never redoes a finished run):
    accuracy, macro precision and recall, parameters, MACs, paired latency and epoch time.
    Each run is written to ``runs/<key>.json`` as soon as it finishes (atomically); a rerun skips
    it. Methods that pick the same units share one run (the run is deterministic given the units).
+5. last, the entropy selection of each count again with ``--repeat-seeds`` other seeds (surgery
+   re-initialisation and fine-tune): how far one selection's accuracy moves from seed to seed,
+   the margin the report's verdicts use (``runs/<key>-seed<k>.json``).
 
 ``study.json`` (everything above) is rewritten after every run; ``study_report.py`` turns it into
 docs/RESULTS.md.
@@ -198,11 +201,16 @@ def run_key(removed_units: tuple[int, ...]) -> str:
     return "control" if not removed_units else "units-" + "-".join(str(u) for u in removed_units)
 
 
-def budget(args: argparse.Namespace) -> dict[str, Any]:
-    """What every run shares; a cached run made with another budget is refused."""
+def repeat_key(removed_units: tuple[int, ...], seed: int) -> str:
+    """The run of the same units with another seed (surgery re-initialisation and fine-tune)."""
+    return f"{run_key(removed_units)}-seed{seed}"
+
+
+def budget(args: argparse.Namespace, seed: int | None = None) -> dict[str, Any]:
+    """What every run shares (``seed``: a repeat's); a cached run made with another budget is refused."""
     return {
         "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr, "ft_schedule": "cosine", "augment": True,
-        "batch_size": args.batch_size, "seed": args.seed, "strategy": args.strategy,
+        "batch_size": args.batch_size, "seed": args.seed if seed is None else seed, "strategy": args.strategy,
         "latency_repeats": args.latency_repeats, "ft_precision": args.ft_precision,
     }  # fmt: skip
 
@@ -213,20 +221,21 @@ def run_one(
     train_data: ImageDataset,
     test_data: ImageDataset,
     sel: UnitSelection,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Surgery (unless nothing is removed), the fixed fine-tune, evaluation and cost."""
+    """Surgery (unless nothing is removed), the fixed fine-tune, evaluation and cost; ``seed``
+    (default ``--seed``) seeds the surgery's re-initialisation and the fine-tune."""
+    seed = args.seed if seed is None else seed
     shape = test_data.input_shape
     start = time.perf_counter()
     if sel.removed:
-        pruned = remove_convolutions(
-            model, torch.zeros((1, *shape)), sel.removed, args.strategy, args.seed
-        ).module
+        pruned = remove_convolutions(model, torch.zeros((1, *shape)), sel.removed, args.strategy, seed).module
     else:
         pruned = copy.deepcopy(model)
     surgery_s = time.perf_counter() - start
     before = evaluate(pruned, test_data)
     history = train(
-        pruned, train_data, args.ft_epochs, args.batch_size, args.ft_lr, args.seed,
+        pruned, train_data, args.ft_epochs, args.batch_size, args.ft_lr, seed,
         augment=True, schedule="cosine", channels_last=True, precision=args.ft_precision,
     )  # fmt: skip
     pruned.to(memory_format=torch.contiguous_format)
@@ -234,8 +243,8 @@ def run_one(
     cost = measure(pruned, shape, args.latency_repeats)
     original_latency = measure(model, shape, args.latency_repeats).latency_ms  # back to back, same load
     return {
-        "key": run_key(sel.removed_units),
-        "budget": budget(args),
+        "key": run_key(sel.removed_units) if seed == args.seed else repeat_key(sel.removed_units, seed),
+        "budget": budget(args, seed),
         "removed_units": list(sel.removed_units),
         "removed_unit_names": [r.name for r in sel.rows if not r.kept],
         "removed_convolutions": list(sel.removed),
@@ -264,6 +273,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--strategy", choices=("reinit", "bridge"), default="reinit")
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--permutations", type=int, default=20)
+    p.add_argument(
+        "--repeat-seeds", type=int, default=2,
+        help="fine-tune the entropy-any selection of each count again with this many other seeds "
+        "(run last): the seed-to-seed noise that the report's verdicts use as their margin",
+    )  # fmt: skip
     p.add_argument("--latency-repeats", type=int, default=30)
     p.add_argument("--train-limit", type=int, default=None, help="N training images, balanced (smoke tests)")
     p.add_argument("--test-limit", type=int, default=None, help="N test images, balanced (smoke tests)")
@@ -347,19 +361,27 @@ def main() -> None:
             for name, s in all_selections[n].items():
                 if (name in ("entropy-fraction", "entropy-unit-mean")) == late:
                     plan.setdefault(run_key(s.removed_units), s)
+    # Last: the entropy selection again with other seeds, to measure the fine-tune noise.
+    repeats = [
+        (all_selections[n]["entropy-any"], args.seed + k)
+        for k in range(1, args.repeat_seeds + 1)
+        for n in counts
+    ]
     runs_dir = work / "runs"
     write_json(work / "study.json", result)
-    for key, sel in plan.items():
+    todo = [(key, sel, None) for key, sel in plan.items()]
+    todo += [(repeat_key(sel.removed_units, seed), sel, seed) for sel, seed in repeats]
+    for key, sel, seed in todo:
         path = runs_dir / f"{key}.json"
         if path.is_file():
             run = json.loads(path.read_text())
-            if run["budget"] != budget(args):
+            if run["budget"] != budget(args, seed):
                 raise SystemExit(f"{path} was made with another budget; remove {runs_dir} to start over")
             log(f"{key}: done before, reused")
         elif args.selections_only:
             continue
         else:
-            run = run_one(args, model, train_data, test_data, sel)
+            run = run_one(args, model, train_data, test_data, sel, seed)
             write_json(path, run)
             before, after = 100 * run["accuracy_after_surgery"], 100 * run["accuracy"]
             log(f"{key}: after surgery {before:.2f}% -> {after:.2f}%, MACs {run['macs']:,}")

@@ -6,8 +6,9 @@ Usage::
         docs/results/study/vgg16/study.json > docs/RESULTS.md
 
 Every number and every verdict below is computed from the JSON; nothing is typed in by hand.
-A verdict "beats" needs a margin larger than the spread of the random seeds (their standard
-deviation); a smaller difference is reported as "no clear difference".
+Against random selections a verdict needs a difference larger than the random seeds' standard
+deviation; against one other selection, larger than twice the standard deviation of the entropy
+selection's accuracy over its repeated seeds. A smaller difference is "no clear difference".
 """
 
 from __future__ import annotations
@@ -176,19 +177,44 @@ def comparison(r: dict[str, Any], n: int) -> list[str]:
     return lines
 
 
+def repeat_runs(r: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The entropy-any run of ``n`` units and its repeats with other seeds (study.py step 5)."""
+    units = r["selections"][str(n)]["entropy-any"]["removed_units"]
+    key = "control" if not units else "units-" + "-".join(str(u) for u in units)
+    first = r["runs"].get(key)
+    again = [v for k, v in sorted(r["runs"].items()) if k.startswith(key + "-seed")]
+    return ([first] if first else []) + again
+
+
 def verdicts(r: dict[str, Any], n: int) -> list[str]:
-    """Entropy against every baseline at ``n`` units, with the random seeds' spread as the margin."""
+    """Entropy against every baseline at ``n`` units. Margins: against random, the random seeds'
+    standard deviation; against one deterministic selection, twice the standard deviation of the
+    entropy selection's own accuracy over seeds (the random seeds' one when no repeat ran)."""
     ent = method_runs(r, n, "entropy-any")
     rand = [x["accuracy"] for x in method_runs(r, n, "random")]
     if not ent or len(rand) < 2:
         return [f"- {n} units: not every run is finished yet; no verdict."]
     acc = ent[0]["accuracy"]
-    margin = float(np.std(rand, ddof=1))
+    spread = float(np.std(rand, ddof=1))
+    again = [x["accuracy"] for x in repeat_runs(r, n)]
+    noise = float(np.std(again, ddof=1)) if len(again) >= 2 else None
+    margin = spread if noise is None else 2 * noise
     out = [
         f"- **{n} units removed.** Entropy (rule `any`): {pct(acc)}%. "
         f"Random: mean {pct(float(np.mean(rand)))}% "
-        f"± {pct(margin)} (std over {len(rand)} seeds; entropy above {sum(acc > x for x in rand)} of them)."
+        f"± {pct(spread)} (std over {len(rand)} seeds; entropy above {sum(acc > x for x in rand)} of them)."
     ]
+    if noise is None:
+        out.append(
+            "  - Seed noise of one selection not measured (no repeats); the margin against a single "
+            f"selection is the random seeds' std, {pct(spread)} pt."
+        )
+    else:
+        out.append(
+            f"  - The entropy selection over {len(again)} seeds: "
+            f"{', '.join(pct(x) + '%' for x in again)} (std {pct(noise)} pt); a single selection "
+            f"counts as different from it beyond twice that, {pct(margin)} pt."
+        )
     sels, shuf = r["selections"][str(n)], r["shuffled"][str(n)]["any"]
     mine = set(sels["entropy-any"]["removed_units"])
     counts = shuf["removed_counts"]
@@ -218,7 +244,7 @@ def verdicts(r: dict[str, Any], n: int) -> list[str]:
                 f"not comparable at equal size: with shuffled scores the rule most often removes {removed} "
                 f"unit(s), not {n}"
             )
-        elif abs(diff) <= margin:
+        elif abs(diff) <= (spread if method == "random" else margin):
             word = "no clear difference"
         else:
             word = "entropy better" if diff > 0 else "entropy worse"
@@ -357,8 +383,11 @@ finished run.
   model with the same fine-tune.
 - Every run gets the same fine-tune, fixed before any result; *after surgery* is the test accuracy
   before it. Methods that select the same units share one run.
-- Verdicts: a difference smaller than the standard deviation of the random seeds' accuracies is
-  called "no clear difference".
+- Verdicts: against random, a difference smaller than the standard deviation of the random seeds'
+  accuracies is called "no clear difference"; against a single other selection (`last`,
+  weight-norm, `mean`, shuffled-delta), one smaller than twice the standard deviation of the
+  entropy selection's accuracy over its seeds (the same units re-initialised and fine-tuned with
+  seeds 0, 1 and 2, listed in the verdicts).
 - The earlier, under-trained experiment (issue 6: VGG16-BN on 10,000 CIFAR-10 images and on MNIST)
   is kept as an appendix in [RESULTS-issue6.md](RESULTS-issue6.md).
 """
@@ -408,6 +437,7 @@ def study_command(r: dict[str, Any]) -> str:
         f"{c['ft_epochs']} --ft-lr {c['ft_lr']} --random-seeds {c['random_seeds']} --permutations "
         f"{c['permutations']} --images-per-class {c['images_per_class']}"
         + (f" --ft-precision {c['ft_precision']}" if "ft_precision" in c else "")
+        + (f" --repeat-seeds {c['repeat_seeds']}" if "repeat_seeds" in c else "")
         + (f" --threads {c['threads']}" if "threads" in c else "")
     )
 
