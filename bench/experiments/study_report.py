@@ -306,15 +306,20 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax.axhline(100 * o["accuracy"], color="black", lw=1, label="original")
     if "control" in r["runs"]:
         ax.axhline(100 * r["runs"]["control"]["accuracy"], color="black", ls="--", lw=1, label="control")
-    markers = {"entropy-any": "o", "random": "x", "last": "v", "weight-norm": "^", "mean": "s"}
-    markers["shuffled-delta"] = "D"
+    markers = {"random": "x", "last": "v", "weight-norm": "^", "mean": "s", "shuffled-delta": "D"}
+    markers["entropy-any"] = "o"  # drawn last, as a large ring, so that it shows when it shares a run
     for method, marker in markers.items():
         pts = [
             (run["macs"] / 1e6, 100 * run["accuracy"])
             for n in r["counts"]
             for run in method_runs(r, n, method)
         ]
-        if pts:
+        if not pts:
+            continue
+        if method == "entropy-any":
+            ax.plot(*zip(*pts, strict=True), marker=marker, ls="", label=method, ms=13, mfc="none",
+                    mew=2, color="black")  # fmt: skip
+        else:
             ax.plot(*zip(*pts, strict=True), marker=marker, ls="", label=method, alpha=0.8)
     ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel("test accuracy after fine-tune (%)")
