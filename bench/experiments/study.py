@@ -206,11 +206,12 @@ def repeat_key(removed_units: tuple[int, ...], seed: int) -> str:
     return f"{run_key(removed_units)}-seed{seed}"
 
 
-def budget(args: argparse.Namespace, seed: int | None = None) -> dict[str, Any]:
-    """What every run shares (``seed``: a repeat's); a cached run made with another budget is refused."""
+def budget(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """What every run shares (``seed``: ``--seed``, or a repeat's); a cached run made with another
+    budget is refused."""
     return {
         "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr, "ft_schedule": "cosine", "augment": True,
-        "batch_size": args.batch_size, "seed": args.seed if seed is None else seed, "strategy": args.strategy,
+        "batch_size": args.batch_size, "seed": seed, "strategy": args.strategy,
         "latency_repeats": args.latency_repeats, "ft_precision": args.ft_precision,
     }  # fmt: skip
 
@@ -221,11 +222,11 @@ def run_one(
     train_data: ImageDataset,
     test_data: ImageDataset,
     sel: UnitSelection,
-    seed: int | None = None,
+    key: str,
+    seed: int,
 ) -> dict[str, Any]:
-    """Surgery (unless nothing is removed), the fixed fine-tune, evaluation and cost; ``seed``
-    (default ``--seed``) seeds the surgery's re-initialisation and the fine-tune."""
-    seed = args.seed if seed is None else seed
+    """Surgery (unless nothing is removed), the fixed fine-tune, evaluation and cost, as run
+    ``key``; ``seed`` seeds the surgery's re-initialisation and the fine-tune."""
     shape = test_data.input_shape
     start = time.perf_counter()
     if sel.removed:
@@ -243,7 +244,7 @@ def run_one(
     cost = measure(pruned, shape, args.latency_repeats)
     original_latency = measure(model, shape, args.latency_repeats).latency_ms  # back to back, same load
     return {
-        "key": run_key(sel.removed_units) if seed == args.seed else repeat_key(sel.removed_units, seed),
+        "key": key,
         "budget": budget(args, seed),
         "removed_units": list(sel.removed_units),
         "removed_unit_names": [r.name for r in sel.rows if not r.kept],
@@ -319,7 +320,7 @@ def main() -> None:
     counts = sorted({int(f * len(removable)) for f in args.fractions} - {0})
     result: dict[str, Any] = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "budget": budget(args),
+        "budget": budget(args, args.seed),
         "checkpoint": {
             "path": str(args.checkpoint),
             "sha256": sha256(args.checkpoint),
@@ -369,7 +370,7 @@ def main() -> None:
     ]
     runs_dir = work / "runs"
     write_json(work / "study.json", result)
-    todo = [(key, sel, None) for key, sel in plan.items()]
+    todo = [(key, sel, args.seed) for key, sel in plan.items()]
     todo += [(repeat_key(sel.removed_units, seed), sel, seed) for sel, seed in repeats]
     for key, sel, seed in todo:
         path = runs_dir / f"{key}.json"
@@ -381,7 +382,7 @@ def main() -> None:
         elif args.selections_only:
             continue
         else:
-            run = run_one(args, model, train_data, test_data, sel, seed)
+            run = run_one(args, model, train_data, test_data, sel, key, seed)
             write_json(path, run)
             before, after = 100 * run["accuracy_after_surgery"], 100 * run["accuracy"]
             log(f"{key}: after surgery {before:.2f}% -> {after:.2f}%, MACs {run['macs']:,}")

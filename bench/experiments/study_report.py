@@ -38,9 +38,13 @@ def title(r: dict[str, Any]) -> str:
     return s["source"] if s["width"] == 1.0 else f"{s['source']} (width x{s['width']})"
 
 
+def run_key(units: list[int]) -> str:
+    """The key study.py gives the run that removes ``units``."""
+    return "control" if not units else "units-" + "-".join(str(u) for u in units)
+
+
 def run_of(r: dict[str, Any], units: list[int]) -> dict[str, Any] | None:
-    key = "control" if not units else "units-" + "-".join(str(u) for u in units)
-    return r["runs"].get(key)
+    return r["runs"].get(run_key(units))
 
 
 def method_runs(r: dict[str, Any], n: int, method: str) -> list[dict[str, Any]]:
@@ -179,8 +183,7 @@ def comparison(r: dict[str, Any], n: int) -> list[str]:
 
 def repeat_runs(r: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """The entropy-any run of ``n`` units and its repeats with other seeds (study.py step 5)."""
-    units = r["selections"][str(n)]["entropy-any"]["removed_units"]
-    key = "control" if not units else "units-" + "-".join(str(u) for u in units)
+    key = run_key(r["selections"][str(n)]["entropy-any"]["removed_units"])
     first = r["runs"].get(key)
     again = [v for k, v in sorted(r["runs"].items()) if k.startswith(key + "-seed")]
     return ([first] if first else []) + again
@@ -282,11 +285,7 @@ def goal(r: dict[str, Any]) -> list[str]:
         for k, run in r["runs"].items()
         if run["macs"] <= 0.7 * o["macs"] and run["accuracy"] >= o["accuracy"] - 0.01
     ]
-    ent_keys = {
-        "control" if not s["removed_units"] else "units-" + "-".join(str(u) for u in s["removed_units"])
-        for n in r["counts"]
-        for s in [r["selections"][str(n)]["entropy-any"]]
-    }
+    ent_keys = {run_key(r["selections"][str(n)]["entropy-any"]["removed_units"]) for n in r["counts"]}
     ent_hits = [k for k, _ in hits if k in ent_keys]
     return [
         f"- Within 1 point of the baseline ({pct(o['accuracy'])}%) with at least 30% fewer MACs: "

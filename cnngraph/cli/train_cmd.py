@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cnngraph.cli.common import check_output_file, console, err_console, fail, handle_errors, progress
 from cnngraph.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cnngraph.models import ModelSpec
 
 AugmentOpt = Annotated[
     bool,
@@ -237,7 +242,7 @@ def train_cmd(
     console.print(f"checkpoint written to [bold]{out}[/]")
 
 
-def load_init(net: Any, spec: Any, path: Path) -> dict[str, Any]:
+def load_init(net: nn.Module, spec: ModelSpec, path: Path) -> dict[str, Any]:
     """Load the weights of checkpoint ``path`` into ``net`` (built from ``spec``); what the new
     checkpoint records of it: path, SHA-256, test accuracy and its own training record."""
     import hashlib
