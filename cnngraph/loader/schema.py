@@ -76,11 +76,13 @@ CALL (k) {
 # two seeks per arc (twice the speed); an endpoint whose nid does not match (a position missing from
 # the range) becomes null, and CREATE then fails the whole batch rather than misplace an arc.
 CREATE_ARCS_COMPACT = """
-MATCH (a:Position {model: $model}) WHERE $src_lo <= a.nid <= $src_hi
+MATCH (a:Position {model: $model}) USING INDEX SEEK a:Position(model, nid)
+WHERE $src_lo <= a.nid <= $src_hi
 WITH a ORDER BY a.nid
 WITH collect(a) AS sources
 CALL (sources) {
-  MATCH (b:Position {model: $model}) WHERE $dst_lo <= b.nid <= $dst_hi
+  MATCH (b:Position {model: $model}) USING INDEX SEEK b:Position(model, nid)
+  WHERE $dst_lo <= b.nid <= $dst_hi
   WITH b ORDER BY b.nid
   RETURN collect(b) AS targets
 }
