@@ -261,6 +261,10 @@ def run_one(
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True, help="trained baseline (cnngraph train)")
+    p.add_argument(
+        "--data", type=Path, default=None,
+        help="ImageFolder root with train/ and test/ folders (default: CIFAR-10 from the shared tarball)",
+    )  # fmt: skip
     p.add_argument("--fractions", type=float, nargs="+", default=[1 / 3, 1 / 2],
                    help="shares of the removable units to remove (rounded down)")  # fmt: skip
     p.add_argument("--fraction-q", type=float, default=0.5, help="q of the fraction:q layer rule")
@@ -299,7 +303,7 @@ def main() -> None:
     work = args.out / args.checkpoint.stem
     started = time.perf_counter()
     model, spec, info = load_baseline(args.checkpoint)
-    root = cifar_root()
+    root = args.data or cifar_root()
     train_data, test_data = load_dataset(root, split="train"), load_dataset(root, split="test")
     train_data = balanced_subset(train_data, args.train_limit, args.seed)
     test_data = balanced_subset(test_data, args.test_limit, args.seed)
@@ -330,7 +334,11 @@ def main() -> None:
             "history": info.get("history"),
         },
         "spec": spec.to_dict(),
-        "data": {"train_images": len(train_data), "test_images": len(test_data), "dataset": "CIFAR-10"},
+        "data": {
+            "train_images": len(train_data),
+            "test_images": len(test_data),
+            "dataset": str(args.data) if args.data else "CIFAR-10",
+        },
         "original": original,
         "graph": graph,
         "units": unit_table(scores, units, model),

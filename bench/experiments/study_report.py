@@ -437,9 +437,10 @@ def train_commands(r: dict[str, Any]) -> list[str]:
 def study_command(r: dict[str, Any]) -> str:
     c = r["config"]
     return (
-        f".venv/bin/python bench/experiments/study.py --checkpoint {c['checkpoint']} --ft-epochs "
-        f"{c['ft_epochs']} --ft-lr {c['ft_lr']} --random-seeds {c['random_seeds']} --permutations "
-        f"{c['permutations']} --images-per-class {c['images_per_class']}"
+        f".venv/bin/python bench/experiments/study.py --checkpoint {c['checkpoint']}"
+        + (f" --data {c['data']}" if c.get("data") else "")
+        + f" --ft-epochs {c['ft_epochs']} --ft-lr {c['ft_lr']} --random-seeds {c['random_seeds']}"
+        f" --permutations {c['permutations']} --images-per-class {c['images_per_class']}"
         + (f" --ft-precision {c['ft_precision']}" if "ft_precision" in c else "")
         + (f" --repeat-seeds {c['repeat_seeds']}" if "repeat_seeds" in c else "")
         + (f" --threads {c['threads']}" if "threads" in c else "")
