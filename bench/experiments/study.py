@@ -49,6 +49,7 @@ from common import ROOT, balanced_subset, cifar_root, log, map_load_score, outco
 from torch import nn
 
 from cnngraph.datasets import ImageDataset, load_dataset
+from cnngraph.errors import CnnGraphError
 from cnngraph.files import partial_path
 from cnngraph.models import ModelSpec, build_model, load_weights, read_checkpoint
 from cnngraph.pruner.metrics import evaluate, measure
@@ -405,4 +406,7 @@ def sha256(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CnnGraphError as e:  # bad data, checkpoint or server: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
