@@ -170,3 +170,38 @@ def test_every_help_page_reads_whole_when_piped(cli_app: Any) -> None:
         result = runner.invoke(cli_app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
         assert result.exit_code == 0, (path, result.output)
         assert "…" not in result.output, f"'cnngraph {' '.join(path)} --help' cuts a word:\n{result.output}"
+
+
+def test_every_help_text_is_shown_as_written(cli_app: Any) -> None:
+    """Rich reads ``[...]`` as markup, so an unescaped ``[default: ...]`` once vanished from
+    ``--password``'s help, and a command summary wrapped by hand showed its line break in the list
+    of commands. On a wide terminal every option's help and every command's summary reads whole."""
+    import inspect
+
+    import typer
+    from typer.testing import CliRunner
+
+    def walk(command: Any, prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        found = [(prefix, command)]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, (*prefix, name))
+        return found
+
+    def words(text: str) -> str:
+        return " ".join(text.split())
+
+    runner = CliRunner()
+    checked = 0
+    for path, command in walk(typer.main.get_command(cli_app), ()):
+        result = runner.invoke(cli_app, [*path, "--help"], env={"COLUMNS": "3000", "TERM": "dumb"})
+        assert result.exit_code == 0, (path, result.output)
+        shown = words(result.output)
+        expected = [words(p.help.replace("\\[", "[")) for p in command.params if getattr(p, "help", None)]
+        expected += [
+            words(inspect.cleandoc(sub.help or "").split("\n\n")[0])
+            for sub in getattr(command, "commands", {}).values()
+        ]
+        for text in expected:
+            assert text in shown, f"'cnngraph {' '.join(path)} --help' does not show {text!r}"
+            checked += 1
+    assert checked > 100

@@ -60,8 +60,10 @@ def load(
         ),
     ] = "per-class",
 ) -> None:
-    """Load a multilayer network into Neo4j. Loading the same mapping again changes nothing; an
-    interrupted load is completed by running the same command again."""
+    """Load a multilayer network into Neo4j.
+
+    Loading the same mapping again changes nothing; an interrupted load is completed by running
+    the same command again."""
     model = check_model_name(file.name.removesuffix(".npz") if name is None else name)
     check_layout(layout)
     network = load_mapping(file)

@@ -34,7 +34,8 @@ def root(
         typer.Option(
             "--password",
             envvar="NEO4J_PASSWORD",
-            help="Neo4j password [default: for the local 'cnngraph server', the one in its state directory].",
+            help="Neo4j password \\[default: for the local 'cnngraph server', the one in its state "
+            "directory].",
             show_default=False,
         ),
     ] = None,

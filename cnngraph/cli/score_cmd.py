@@ -43,8 +43,9 @@ def score(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-layer summary as JSON.")] = False,
 ) -> None:
-    """Score every node by the entropy of its degrees across class networks (scores.cypher); the
-    scores are stored on the nodes as delta, delta_entropy, delta_mean, delta_participation."""
+    """Score every node by the entropy of its degrees across class networks (scores.cypher).
+
+    The scores are stored on the nodes as delta, delta_entropy, delta_mean, delta_participation."""
     if out is not None:
         check_output_file(out)
     database = neo4j_settings(ctx).database
