@@ -50,3 +50,25 @@ def test_two_stage_baseline_gives_both_commands_in_order() -> None:
     result["checkpoint"]["training"] = first
     (only,) = report.train_commands(result)
     assert only.endswith("--out b.pt --json") and "--init" not in only
+
+
+def test_a_second_budget_of_the_same_baseline_is_told_apart() -> None:
+    report = report_module()
+    study: dict[str, Any] = {
+        "spec": {"source": "resnet20", "width": 1.0},
+        "original": {"accuracy": 0.9, "precision": 0.9, "recall": 0.9, "parameters": 10, "macs": 20},
+        "checkpoint": {"path": "b.pt", "sha256": "ab" * 32, "training": stage(150, 0.2, "onecycle", 0)},
+        "budget": {"ft_epochs": 1, "ft_lr": 0.02},
+        "config": {"checkpoint": "b.pt", "ft_epochs": 1, "ft_lr": 0.02, "random_seeds": 5, "permutations": 20,
+                   "images_per_class": 64, "out": "/elsewhere/docs/results/study"},
+    }  # fmt: skip
+    second = {**study, "budget": {"ft_epochs": 3, "ft_lr": 0.01}}
+    out = "docs/results/study-budget-b"
+    second["config"] = {**study["config"], "ft_epochs": 3, "ft_lr": 0.01, "out": out}
+    rows = [line for line in report.baselines([study, second]) if line.startswith("| resnet20")]
+    assert len(rows) == 1, rows
+    assert report.budget_title(study) == "resnet20, fine-tune 1 epoch from lr 0.02"
+    assert report.budget_title(second) == "resnet20, fine-tune 3 epochs from lr 0.01"
+    assert "--out" not in report.study_command(study)
+    assert "--ft-epochs 3 --ft-lr 0.01" in report.study_command(second)
+    assert f" --out {out} " in report.study_command(second)

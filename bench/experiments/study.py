@@ -324,7 +324,7 @@ def main() -> None:
     removable = [u.index for u in units if u.removable]
     counts = sorted({int(f * len(removable)) for f in args.fractions} - {0})
     result: dict[str, Any] = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (repo_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "budget": budget(args, args.seed),
         "checkpoint": {
             "path": str(args.checkpoint),
@@ -399,6 +399,12 @@ def main() -> None:
         result["wall_s"] = time.perf_counter() - started
         write_json(work / "study.json", result)
     log(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def repo_path(path: Path) -> str:
+    """``path`` from the repository root when it lies inside it (as given otherwise)."""
+    full = path.resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(path)
 
 
 def sha256(path: Path) -> str:

@@ -38,6 +38,17 @@ def title(r: dict[str, Any]) -> str:
     return s["source"] if s["width"] == 1.0 else f"{s['source']} (width x{s['width']})"
 
 
+def budget_text(r: dict[str, Any]) -> str:
+    """The fine-tune budget that every run of the study got, briefly."""
+    b = r["budget"]
+    return f"{b['ft_epochs']} epoch" + ("s" if b["ft_epochs"] != 1 else "") + f" from lr {b['ft_lr']}"
+
+
+def budget_title(r: dict[str, Any]) -> str:
+    """The model and the study's fine-tune budget."""
+    return f"{title(r)}, fine-tune {budget_text(r)}"
+
+
 def run_key(units: list[int]) -> str:
     """The key study.py gives the run that removes ``units``."""
     return "control" if not units else "units-" + "-".join(str(u) for u in units)
@@ -65,7 +76,11 @@ def baselines(results: list[dict[str, Any]]) -> list[str]:
         "training | epoch time |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
+    seen = set()
     for r in results:
+        if r["checkpoint"]["sha256"] in seen:  # the same baseline studied with another budget
+            continue
+        seen.add(r["checkpoint"]["sha256"])
         o, t = r["original"], r["checkpoint"]["training"] or {}
         target = TARGETS.get(r["spec"]["source"])
         met = "n/a" if target is None else ("yes" if o["accuracy"] >= target else "**no**")
@@ -109,8 +124,8 @@ def setup(r: dict[str, Any]) -> list[str]:
         "| item | value |",
         "| --- | --- |",
         f"| baseline | `{r['checkpoint']['path']}` (sha256 {r['checkpoint']['sha256'][:12]}) |",
-        f"| data | CIFAR-10, {r['data']['train_images']:,} training / {r['data']['test_images']:,} test "
-        "images |",
+        f"| data | {r['data'].get('dataset', 'CIFAR-10')}, {r['data']['train_images']:,} training / "
+        f"{r['data']['test_images']:,} test images |",
         f"| graph | {g['images_per_class']} training images per class; {g['nodes']:,} nodes, "
         f"{g['arcs']:,} arcs, {g['class_arcs']:,} class-arcs; map {g['map_s']:.1f} s, load "
         f"{g['load_s']:.1f} s, score {g['score_s']:.1f} s |",
@@ -322,7 +337,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
             ax.plot(*zip(*pts, strict=True), marker=marker, ls="", label=method, alpha=0.8)
     ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel("test accuracy after fine-tune (%)")
-    ax.set_title(f"{title(r)}: units removed by each method")
+    ax.set_title(f"{title(r)}: units removed by each method\n(fine-tune {budget_text(r)})", fontsize=11)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -332,7 +347,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
 def study(r: dict[str, Any], path: Path) -> list[str]:
     png = path.parent / f"{path.parent.name}_accuracy.png"
     plot(r, png)
-    lines = [f"## Pruning study: {title(r)}", "", "### Setup", "", *setup(r), ""]
+    lines = [f"## Pruning study: {budget_title(r)}", "", "### Setup", "", *setup(r), ""]
     lines += ["### Per-unit delta", "", *unit_table(r), ""]
     for n in r["counts"]:
         lines += [f"### {n} of {r['removable_units']} units removed", "", *comparison(r, n), ""]
@@ -439,6 +454,7 @@ def study_command(r: dict[str, Any]) -> str:
     return (
         f".venv/bin/python bench/experiments/study.py --checkpoint {c['checkpoint']}"
         + (f" --data {c['data']}" if c.get("data") else "")
+        + ("" if Path(c["out"]).parts[-3:] == ("docs", "results", "study") else f" --out {c['out']}")
         + f" --ft-epochs {c['ft_epochs']} --ft-lr {c['ft_lr']} --random-seeds {c['random_seeds']}"
         f" --permutations {c['permutations']} --images-per-class {c['images_per_class']}"
         + (f" --ft-precision {c['ft_precision']}" if "ft_precision" in c else "")
@@ -462,7 +478,7 @@ def main() -> None:
         for k, command in enumerate(stage_commands, 1):
             stage = f", stage {k}" if len(stage_commands) > 1 else ""
             commands.append(f"| train {title(r)}{stage} | `{command}` |")
-        commands.append(f"| study {title(r)} | `{study_command(r)}` |")
+        commands.append(f"| study {budget_title(r)} | `{study_command(r)}` |")
     jsons = " ".join(str(p) for p in paths) + (f" --notes {args.notes}" if args.notes else "")
     out = [HEADER.format(extract=EXTRACT, commands="\n".join(commands), jsons=jsons)]
     out += ["## Baselines", "", *baselines(results), ""]
