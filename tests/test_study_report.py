@@ -63,7 +63,7 @@ def test_a_second_budget_of_the_same_baseline_is_told_apart() -> None:
                    "images_per_class": 64, "out": "/elsewhere/docs/results/study"},
     }  # fmt: skip
     second = {**study, "budget": {"ft_epochs": 3, "ft_lr": 0.01}}
-    out = "docs/results/study-budget-b"
+    out = "docs/results/study/budget-b"
     second["config"] = {**study["config"], "ft_epochs": 3, "ft_lr": 0.01, "out": out}
     rows = [line for line in report.baselines([study, second]) if line.startswith("| resnet20")]
     assert len(rows) == 1, rows
