@@ -110,6 +110,8 @@ def training_summary(t: dict[str, Any]) -> str:
             f"batch {s.get('batch_size')}, wd {s.get('weight_decay')}, "
             f"augment {s.get('augment')}, seed {s.get('seed')}"
         )
+        if s.get("average_from") is not None:
+            text += f", weights averaged from epoch {s['average_from']} (SWA)"
         init = s.get("init")
         if k and isinstance(init, dict) and init.get("accuracy") is not None:
             text = f"then from that checkpoint ({pct(init['accuracy'])}%): " + text
@@ -442,6 +444,8 @@ def train_commands(r: dict[str, Any]) -> list[str]:
         ]
         if t.get("precision", "fp32") != "fp32":
             parts.append(f"--precision {t['precision']}")
+        if t.get("average_from") is not None:
+            parts.append(f"--average-from {t['average_from']}")
         if isinstance(t.get("init"), dict):
             parts.append(f"--init {t['init']['checkpoint']}")
         parts.append(f"--out {out} --json")

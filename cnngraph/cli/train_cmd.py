@@ -137,6 +137,16 @@ def train_cmd(
             show_default=False,
         ),
     ] = None,
+    average_from: Annotated[
+        int | None,
+        typer.Option(
+            "--average-from",
+            help="Stochastic weight averaging: average the weights at the end of this epoch and of "
+            "every later one, recompute the batch-norm statistics over the training images, and "
+            "save that average. Usually a second stage: --init, --schedule constant, a small --lr.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON instead of tables.")
     ] = False,
@@ -161,6 +171,8 @@ def train_cmd(
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
     if seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
+    if average_from is not None and not 1 <= average_from <= epochs:
+        raise ConfigError(f"--average-from {average_from} is not an epoch of this run; give 1 to {epochs}")
     check_output_file(out)
     if init is not None and not init.is_file():
         raise ConfigError(
@@ -191,6 +203,8 @@ def train_cmd(
         "channels_last": channels_last,
         "precision": precision,
     }
+    if average_from is not None:
+        training["average_from"] = average_from
     if init is not None:
         training["init"] = load_init(net, spec, init)
     recipe = {"spec": spec.to_dict(), "data": data_split.to_dict(), "training": training}
@@ -211,6 +225,7 @@ def train_cmd(
                 net, train_data, epochs, batch_size, lr, seed, device, update, optimizer,
                 augment=augment, schedule=schedule, weight_decay=weight_decay,
                 channels_last=channels_last, precision=precision, on_epoch=keep, resume=snapshot,
+                average_from=average_from,
             )  # fmt: skip
     except KeyboardInterrupt:
         if not snapshot_path.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,7 @@ def train(
     precision: str = "fp32",
     on_epoch: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
+    average_from: int | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy; SGD (momentum 0.9, weight decay 5e-4) or Adam.
 
@@ -96,9 +97,10 @@ def train(
     per_epoch = (n + batch_size - 1) // batch_size
     scheduler = _scheduler(opt, schedule, lr, epochs * per_epoch)
     history = TrainHistory()
+    average = WeightAverage(model) if average_from is not None else None
     first = 0
     if resume is not None:
-        first = _restore(resume, model, opt, scheduler, history, epochs)
+        first = _restore(resume, model, opt, scheduler, history, epochs, average)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         order_rng = torch.Generator().manual_seed(seed)
@@ -135,6 +137,8 @@ def train(
                     progress(epoch * per_epoch + b + 1, epochs * per_epoch)
             seconds = time.perf_counter() - start
             history.epochs.append(EpochRecord(epoch + 1, total_loss / n, correct / n, seconds))
+            if average is not None and average_from is not None and epoch + 1 >= average_from:
+                average.add(model)
             if on_epoch is not None:
                 on_epoch(
                     {
@@ -148,10 +152,88 @@ def train(
                             "augment": augment_rng.get_state(),
                         },
                         "history": [dict(e.__dict__) for e in history.epochs],
+                        **({"average": average.state()} if average is not None else {}),
                     }
                 )
+        if average is not None:
+            average.copy_to(model)
+            recompute_batch_norm(
+                model, _batches(train_data, batch_size, order_rng, augment_rng if augment else None),
+                device, channels_last,
+            )  # fmt: skip
     model.eval()
     return history
+
+
+def _batches(
+    data: ImageDataset, batch_size: int, order_rng: torch.Generator, augment_rng: torch.Generator | None
+) -> Iterator[torch.Tensor]:
+    """One shuffled pass over ``data``'s images in batches, augmented when ``augment_rng`` is given."""
+    order = torch.randperm(len(data), generator=order_rng)
+    for start in range(0, len(data), batch_size):
+        x = data.images[order[start : start + batch_size]]
+        yield x if augment_rng is None else augment_batch(x, augment_rng)
+
+
+class WeightAverage:
+    """The running equal-weight mean of a model's parameters (fp32 copies on the CPU)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.count = 0
+        self.mean = {k: torch.zeros_like(p, device="cpu") for k, p in model.named_parameters()}
+
+    def add(self, model: nn.Module) -> None:
+        self.count += 1
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                self.mean[k] += (p.detach().to("cpu", torch.float32) - self.mean[k]) / self.count
+
+    def copy_to(self, model: nn.Module) -> None:
+        if self.count == 0:
+            raise ConfigError("no weights were averaged")
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                p.copy_(self.mean[k].to(p.device, p.dtype))
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": {k: v.clone() for k, v in self.mean.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        mean = state["mean"]
+        if set(mean) != set(self.mean) or any(mean[k].shape != v.shape for k, v in self.mean.items()):
+            raise ValueError("averaged weights differ")
+        self.count = int(state["count"])
+        self.mean = {k: mean[k].to(torch.float32).clone() for k in self.mean}
+
+
+def recompute_batch_norm(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+) -> None:
+    """Reset every batch norm's running mean and variance and recompute them as the plain average
+    over ``batches`` (image tensors), in training mode without gradients; other layers are not
+    changed and the model is left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.train()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                x = x.to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
 
 
 def _restore(
@@ -161,6 +243,7 @@ def _restore(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     history: TrainHistory,
     epochs: int,
+    average: WeightAverage | None = None,
 ) -> int:
     """Load a snapshot of :func:`train` into the fresh run; the epoch to go on from."""
     done = int(snap.get("epoch", 0))
@@ -174,6 +257,10 @@ def _restore(
         if scheduler is not None:
             scheduler.load_state_dict(snap["scheduler"])
         history.epochs = [EpochRecord(**e) for e in snap["history"]]
+        if (average is None) != ("average" not in snap):
+            raise ValueError("weight averaging differs")
+        if average is not None:
+            average.load(snap["average"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(
