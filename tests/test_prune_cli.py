@@ -440,3 +440,25 @@ def test_train_init_goes_on_from_another_checkpoint(
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.stderr and "Traceback" not in result.output
         assert not out.exists()
+
+
+def test_train_average_from_records_the_averaging_and_refuses_a_bad_epoch(
+    cli_app: typer.Typer, dataset: Path, tmp_path: Path
+) -> None:
+    base = ["train", "--data", str(dataset), "--width", "0.25", "--batch-size", "8", "--epochs", "3"]
+    out = tmp_path / "swa.pt"
+    made = runner.invoke(cli_app, [*base, "--lr", "0.02", "--average-from", "2", "--out", str(out), "--json"])
+    assert made.exit_code == 0, made.output
+    _, info = read_checkpoint(out)
+    assert info["training"]["average_from"] == 2 and len(info["history"]["epochs"]) == 3
+    plain = tmp_path / "plain.pt"
+    assert runner.invoke(cli_app, [*base, "--lr", "0.02", "--out", str(plain)]).exit_code == 0
+    assert "average_from" not in read_checkpoint(plain)[1]["training"]
+    a, b = read_checkpoint(out)[0], read_checkpoint(plain)[0]
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the average, not the last weights
+    bad = tmp_path / "bad.pt"
+    for epoch in ("0", "4"):
+        result = runner.invoke(cli_app, [*base, "--average-from", epoch, "--out", str(bad)])
+        assert result.exit_code == 2, result.output
+        assert f"--average-from {epoch} is not an epoch of this run; give 1 to 3" in result.stderr
+        assert "Traceback" not in result.output and not bad.exists()

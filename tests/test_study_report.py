@@ -46,6 +46,10 @@ def test_two_stage_baseline_gives_both_commands_in_order() -> None:
     assert "--epochs 30" in two and "--seed 1" in two and "--init /tmp/a.pt --out b.pt --json" in two
     summary = report.training_summary(second)
     assert summary.index("150 epochs") < summary.index("then from that checkpoint (89.24%): 30 epochs")
+    # A weight-averaging stage says so, in the command and in the summary.
+    second["average_from"] = 1
+    assert report.train_commands(result)[1].endswith("--average-from 1 --init /tmp/a.pt --out b.pt --json")
+    assert report.training_summary(second).endswith("seed 1, weights averaged from epoch 1 (SWA)")
     # A one-stage baseline is one command, as before.
     result["checkpoint"]["training"] = first
     (only,) = report.train_commands(result)

@@ -262,3 +262,51 @@ def test_resuming_from_an_epoch_snapshot_gives_the_uninterrupted_run(tmp_path: P
         train(tiny_model(), data, 3, 8, 0.05, 3, resume=snap)  # constant schedule: no scheduler state
     with pytest.raises(ConfigError, match=r"epoch 1, outside 1\.\.0"):
         train(tiny_model(), data, 0, 8, 0.05, 3, **options, resume=snap)
+
+
+def test_weight_averaging_ends_with_the_mean_of_the_epochs_and_fresh_batch_norm_statistics() -> None:
+    data = tiny_data(24)
+    averaged, plain = tiny_model(), tiny_model()
+    snapshots: list[dict[str, Any]] = []
+    train(averaged, data, 4, 8, 0.05, 3, average_from=2, on_epoch=snapshots.append)
+    train(plain, data, 4, 8, 0.05, 3)
+    # the same trajectory as without averaging: every epoch's weights are those of the plain run
+    last = snapshots[-1]["model"]
+    assert all(torch.equal(last[k], v) for k, v in plain.state_dict().items())
+    assert snapshots[-1]["average"]["count"] == 3 and "average" in snapshots[0]
+    for name, p in averaged.named_parameters():
+        mean = sum(s["model"][name] for s in snapshots[1:]) / 3  # epochs 2, 3 and 4
+        torch.testing.assert_close(p.detach(), mean, rtol=0, atol=1e-6)
+    # batch norm's running statistics belong to the averaged weights: with 24 images in batches
+    # of 8 and no augmentation, the first one's mean is the mean of conv0's output over all images
+    conv, norm = averaged.features[0], averaged.features[1]
+    with torch.no_grad():
+        out = conv(data.images)
+    torch.testing.assert_close(norm.running_mean, out.mean(dim=(0, 2, 3)), rtol=0, atol=1e-5)
+    assert norm.momentum == 0.1 and not averaged.training
+    assert not torch.allclose(norm.running_mean, plain.features[1].running_mean, atol=1e-4)
+
+
+def test_weight_averaging_resumes_exactly_and_is_checked(tmp_path: Path) -> None:
+    data = tiny_data(24)
+    options: dict[str, Any] = {"augment": True, "schedule": "cosine", "average_from": 1}
+    whole, resumed = tiny_model(), tiny_model()
+    snapshots: list[dict[str, Any]] = []
+    train(whole, data, 3, 8, 0.05, 3, **options, on_epoch=snapshots.append)
+    torch.save(snapshots[1], tmp_path / "snap.pt")  # cut after epoch 2, mid-average
+    snap = torch.load(tmp_path / "snap.pt", weights_only=True)
+    train(resumed, data, 3, 8, 0.05, 3, **options, resume=snap)
+    sw, sr = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(sw[k], sr[k]) for k in sw)  # weights and recomputed statistics alike
+    plain = {"augment": True, "schedule": "cosine"}
+    with pytest.raises(ConfigError, match=r"does not fit.*weight averaging differs"):
+        train(tiny_model(), data, 3, 8, 0.05, 3, **plain, resume=snap)
+    without: list[dict[str, Any]] = []
+    train(tiny_model(), data, 2, 8, 0.05, 3, **plain, on_epoch=without.append)
+    with pytest.raises(ConfigError, match=r"does not fit.*weight averaging differs"):
+        train(tiny_model(), data, 2, 8, 0.05, 3, **options, resume=without[0])
+    for bad in (0, 4):
+        with pytest.raises(
+            ConfigError, match=rf"weight averaging must start at an epoch in 1\.\.3, got {bad}"
+        ):
+            train(tiny_model(), data, 3, 8, 0.05, 3, average_from=bad)

@@ -85,8 +85,16 @@ def train(
     states, history: tensors and plain values, loadable with ``weights_only=True``); passing one
     back as ``resume`` (same model, data and options) goes on from there and ends with exactly the
     weights an uninterrupted run gives.
+
+    ``average_from`` (an epoch, 1-based) turns on stochastic weight averaging (Izmailov et al.,
+    2018): the parameters at the end of that epoch and of every later one are averaged with equal
+    weights, the model ends with that average, and its batch-norm running statistics are then
+    recomputed from one more shuffled pass over the training images (augmented when training is,
+    no gradients), since the statistics gathered for the last weights do not fit the average.
     """
     _check(train_data, epochs, batch_size, lr, optimizer, schedule, weight_decay, precision)
+    if average_from is not None and not 1 <= average_from <= epochs:
+        raise ConfigError(f"weight averaging must start at an epoch in 1..{epochs}, got {average_from}")
     model.to(device)
     device_type = torch.device(device).type
     if channels_last:
@@ -137,7 +145,7 @@ def train(
                     progress(epoch * per_epoch + b + 1, epochs * per_epoch)
             seconds = time.perf_counter() - start
             history.epochs.append(EpochRecord(epoch + 1, total_loss / n, correct / n, seconds))
-            if average is not None and average_from is not None and epoch + 1 >= average_from:
+            if average is not None and epoch + 1 >= (average_from or 1):
                 average.add(model)
             if on_epoch is not None:
                 on_epoch(
