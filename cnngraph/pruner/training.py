@@ -105,7 +105,7 @@ def train(
     per_epoch = (n + batch_size - 1) // batch_size
     scheduler = _scheduler(opt, schedule, lr, epochs * per_epoch)
     history = TrainHistory()
-    average = WeightAverage(model) if average_from is not None else None
+    average = WeightAverage(model, average_from) if average_from is not None else None
     first = 0
     if resume is not None:
         first = _restore(resume, model, opt, scheduler, history, epochs, average)
@@ -145,7 +145,7 @@ def train(
                     progress(epoch * per_epoch + b + 1, epochs * per_epoch)
             seconds = time.perf_counter() - start
             history.epochs.append(EpochRecord(epoch + 1, total_loss / n, correct / n, seconds))
-            if average is not None and epoch + 1 >= (average_from or 1):
+            if average is not None and epoch + 1 >= average.start:
                 average.add(model)
             if on_epoch is not None:
                 on_epoch(
@@ -184,9 +184,11 @@ def _batches(
 
 
 class WeightAverage:
-    """The running equal-weight mean of a model's parameters (fp32 copies on the CPU)."""
+    """The running equal-weight mean of a model's parameters (fp32 copies on the CPU), taken from
+    the end of epoch ``start`` (1-based) on."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, start: int) -> None:
+        self.start = start
         self.count = 0
         self.mean = {k: torch.zeros_like(p, device="cpu") for k, p in model.named_parameters()}
 
