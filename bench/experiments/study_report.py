@@ -477,8 +477,11 @@ def main() -> None:
     paths = list(args.studies)
     results = [json.loads(p.read_text()) for p in paths]
     commands = []
+    trained: set[str] = set()
     for r in results:
-        stage_commands = train_commands(r)
+        sha = r["checkpoint"]["sha256"]
+        stage_commands = [] if sha in trained else train_commands(r)  # one baseline, several budgets
+        trained.add(sha)
         for k, command in enumerate(stage_commands, 1):
             stage = f", stage {k}" if len(stage_commands) > 1 else ""
             commands.append(f"| train {title(r)}{stage} | `{command}` |")
