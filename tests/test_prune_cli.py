@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from cnngraph.models import read_checkpoint
 from cnngraph.pruner.surgery import load_pruned
+from cnngraph.pruner.training import native_bf16
 from cnngraph.scores import NodeScores
 
 runner = CliRunner()
@@ -286,6 +287,7 @@ def resnet_checkpoint(cli_app: typer.Typer, dataset: Path, tmp_path_factory: pyt
         cli_app, [*args, *more, "--precision", "bf16", "--batch-size", "16", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
+    assert ("warning: bf16 is emulated here" in result.stderr) == (not native_bf16("cpu"))
     bad = runner.invoke(cli_app, [*args, "--device", "gpu", "--out", str(out.with_name("bad.pt"))])
     assert bad.exit_code == 2 and "unknown device 'gpu'" in bad.stderr
     bad = runner.invoke(cli_app, [*args, "--precision", "half", "--out", str(out.with_name("bad.pt"))])

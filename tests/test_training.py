@@ -13,6 +13,7 @@ from torch import nn
 from cnngraph.datasets import ImageDataset
 from cnngraph.errors import ConfigError, DataError
 from cnngraph.models import ModelSpec, build_model
+from cnngraph.pruner import training
 from cnngraph.pruner.metrics import (
     Cost,
     Metrics,
@@ -25,7 +26,7 @@ from cnngraph.pruner.metrics import (
     scores_from_confusion,
 )
 from cnngraph.pruner.surgery import remove_convolutions
-from cnngraph.pruner.training import train
+from cnngraph.pruner.training import native_bf16, precision_warning, train
 
 
 def tiny_data(n: int = 40, classes: int = 2, seed: int = 0) -> ImageDataset:
@@ -237,6 +238,26 @@ def test_bf16_mixed_precision_learns_keeps_fp32_weights_and_is_seeded() -> None:
     assert evaluate(a, data).accuracy >= 0.9
     with pytest.raises(ConfigError, match="unknown precision 'fp16'; use fp32 or bf16"):
         train(tiny_model(), data, 1, precision="fp16")
+
+
+def test_bf16_is_flagged_where_the_cpu_only_emulates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
+        flags = set(line.split())
+    if flags and not flags & {"avx512f", "amx_bf16"}:  # AVX2 at most: oneDNN emulates bf16
+        assert native_bf16("cpu") is False
+        assert "emulated" in (precision_warning("bf16", "cpu") or "")
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        assert native_bf16("cpu") is True and precision_warning("bf16", "cpu") is None
+    assert precision_warning("fp32", "cpu") is None
+    monkeypatch.setattr(training, "native_bf16", lambda device: False)
+    warning = precision_warning("bf16", "cpu")
+    assert warning is not None and "\n" not in warning and "--precision fp32" in warning
+    assert precision_warning("fp32", "cpu") is None
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    assert precision_warning("bf16", "cpu") is None
 
 
 def test_resuming_from_an_epoch_snapshot_gives_the_uninterrupted_run(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ from cnngraph.pruner.select import (
     weight_norm_units,
 )
 from cnngraph.pruner.surgery import remove_convolutions
-from cnngraph.pruner.training import PRECISIONS, train
+from cnngraph.pruner.training import PRECISIONS, precision_warning, train
 from cnngraph.pruner.units import Unit, find_units
 from cnngraph.scores import NodeScores
 from cnngraph.settings import Neo4jSettings
@@ -301,6 +301,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(max(1, args.threads))
+    warning = precision_warning(args.ft_precision)
+    if warning is not None:
+        log(f"warning: {warning} (--ft-precision; the committed studies ran in bf16)")
     work = args.out / args.checkpoint.stem
     started = time.perf_counter()
     model, spec, info = load_baseline(args.checkpoint)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
-from cnngraph.cli.train_cmd import AugmentOpt, PrecisionOpt, ScheduleOpt, training_progress
+from cnngraph.cli.train_cmd import AugmentOpt, PrecisionOpt, ScheduleOpt, training_progress, warn_precision
 from cnngraph.errors import ConfigError, PruningError
 
 GammaOpt = Annotated[
@@ -240,6 +240,7 @@ def prune_cmd(
         latency_repeats=latency_repeats,
     )  # fmt: skip
     options.check()
+    warn_precision(options.precision, options.device)
     net, spec, train_data, test_data = load_trained(ctx, model, checkpoint, data, arch)
     scores = fetch_or_compute_scores(ctx, model, net, write=not dry_run)
     check_layers(net, scores)

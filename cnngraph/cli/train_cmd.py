@@ -32,7 +32,8 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         help="fp32, or bf16: bfloat16 autocast mixed precision for training (weights stay fp32); "
-        "about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs. Evaluation is fp32.",
+        "about 2x faster on CPUs with AMX/AVX512-BF16 and on recent GPUs, many times slower on "
+        "CPUs without AVX512 (emulated; a warning says so). Evaluation is fp32.",
     ),
 ]
 
@@ -46,6 +47,15 @@ def training_progress(description: str) -> tuple[Any, Any]:
         bar.update(task, completed=done, total=total)
 
     return bar, update
+
+
+def warn_precision(precision: str, device: str) -> None:
+    """One line on stderr when ``precision`` is emulated (slow) on ``device``; nothing else changes."""
+    from cnngraph.pruner.training import precision_warning
+
+    warning = precision_warning(precision, device)
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def cost_table(title: str, columns: dict[str, dict[str, Any]]) -> Table:
@@ -181,6 +191,7 @@ def train_cmd(
     check_device(device)
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown --precision '{precision}'; use {' or '.join(PRECISIONS)}")
+    warn_precision(precision, device)
     data_split = DataSplit(data, split, test_split, test_fraction, seed)
     train_data, test_data = load_split(data_split)
     c, h, w = train_data.input_shape
