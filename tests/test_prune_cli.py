@@ -323,6 +323,9 @@ def test_resnet20_dry_run_lists_units(
     stem = next(line for line in lines if " u0 " in line)
     assert "not removable" in stem and "stays: its output forks to 2 operations" in stem
     assert result.stdout.count("removed") == 1 and result.stdout.count("not removable") == 3
+    # --precision only shapes the fine-tune, which a dry run never starts: no bf16 warning
+    quiet = runner.invoke(cli_app, [*args, "--precision", "bf16"])
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr and quiet.stdout == result.stdout
     doc = json.loads(runner.invoke(cli_app, [*args, "--json"]).stdout)
     assert doc["removed"] == [1, 2] and doc["removed_units"] == [1]
     assert [u["kind"] for u in doc["units"]].count("residual-branch") == 9

@@ -240,7 +240,8 @@ def prune_cmd(
         latency_repeats=latency_repeats,
     )  # fmt: skip
     options.check()
-    warn_precision(options.precision, options.device)
+    if not dry_run and options.epochs > 0:  # precision only matters to the fine-tune
+        warn_precision(options.precision, options.device)
     net, spec, train_data, test_data = load_trained(ctx, model, checkpoint, data, arch)
     scores = fetch_or_compute_scores(ctx, model, net, write=not dry_run)
     check_layers(net, scores)
