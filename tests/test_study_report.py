@@ -61,7 +61,7 @@ def test_a_second_budget_of_the_same_baseline_is_told_apart() -> None:
     study: dict[str, Any] = {
         "spec": {"source": "resnet20", "width": 1.0},
         "original": {"accuracy": 0.9, "precision": 0.9, "recall": 0.9, "parameters": 10, "macs": 20},
-        "checkpoint": {"path": "b.pt", "sha256": "ab" * 32, "training": stage(150, 0.2, "onecycle", 0)},
+        "checkpoint": {"path": "resnet20.pt", "sha256": "ab" * 32, "training": stage(150, 0.2, "onecycle", 0)},
         "budget": {"ft_epochs": 1, "ft_lr": 0.02},
         "config": {"checkpoint": "b.pt", "ft_epochs": 1, "ft_lr": 0.02, "random_seeds": 5, "permutations": 20,
                    "images_per_class": 64, "out": "/elsewhere/docs/results/study"},
@@ -76,3 +76,14 @@ def test_a_second_budget_of_the_same_baseline_is_told_apart() -> None:
     assert "--out" not in report.study_command(study)
     assert "--ft-epochs 3 --ft-lr 0.01" in report.study_command(second)
     assert f" --out {out} " in report.study_command(second)
+
+
+def test_a_second_baseline_of_the_same_model_is_named_by_its_checkpoint() -> None:
+    report = report_module()
+    spec = {"source": "resnet20", "width": 1.0}
+    first = {"spec": spec, "checkpoint": {"path": "bench/experiments/baselines/resnet20.pt"}}
+    second = {"spec": spec, "checkpoint": {"path": "bench/experiments/baselines/resnet20-200ep.pt"}}
+    assert report.title(first) == "resnet20"
+    assert report.title(second) == "resnet20, `resnet20-200ep.pt`"
+    vgg = {"spec": {"source": "vgg16", "width": 0.5}, "checkpoint": {"path": "x/vgg16.pt"}}
+    assert report.title(vgg) == "vgg16 (width x0.5)"

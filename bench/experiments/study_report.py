@@ -34,8 +34,12 @@ def change(new: float, old: float) -> str:
 
 
 def title(r: dict[str, Any]) -> str:
+    """The model, its width when not 1, and its checkpoint's file name when that is not simply the
+    model's name (a second baseline of the same architecture, e.g. ``resnet20-200ep.pt``)."""
     s = r["spec"]
-    return s["source"] if s["width"] == 1.0 else f"{s['source']} (width x{s['width']})"
+    text = s["source"] if s["width"] == 1.0 else f"{s['source']} (width x{s['width']})"
+    stem = Path(str((r.get("checkpoint") or {}).get("path", ""))).stem
+    return text if stem in ("", s["source"]) else f"{text}, `{stem}.pt`"
 
 
 def budget_text(r: dict[str, Any]) -> str:
