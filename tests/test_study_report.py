@@ -61,7 +61,8 @@ def test_a_second_budget_of_the_same_baseline_is_told_apart() -> None:
     study: dict[str, Any] = {
         "spec": {"source": "resnet20", "width": 1.0},
         "original": {"accuracy": 0.9, "precision": 0.9, "recall": 0.9, "parameters": 10, "macs": 20},
-        "checkpoint": {"path": "resnet20.pt", "sha256": "ab" * 32, "training": stage(150, 0.2, "onecycle", 0)},
+        "checkpoint": {"path": "resnet20.pt", "sha256": "ab" * 32,
+                        "training": stage(150, 0.2, "onecycle", 0)},
         "budget": {"ft_epochs": 1, "ft_lr": 0.02},
         "config": {"checkpoint": "b.pt", "ft_epochs": 1, "ft_lr": 0.02, "random_seeds": 5, "permutations": 20,
                    "images_per_class": 64, "out": "/elsewhere/docs/results/study"},
