@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from bench_module import load_bench_script
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def jpeg_cost() -> Any:
-    spec = importlib.util.spec_from_file_location("jpeg_cost", ROOT / "bench/experiments/jpeg_cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("bench/experiments/jpeg_cost.py")
 
 
 def folder(root: Path) -> Path:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_module import load_bench_script
 
 
 def report_module() -> Any:
-    spec = importlib.util.spec_from_file_location("study_report", ROOT / "bench/experiments/study_report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("bench/experiments/study_report.py")
 
 
 def stage(
