@@ -92,17 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     if not all((source / s).is_dir() for s in SPLITS):
         raise SystemExit(f"'{source}' has no train/ and test/ folders; extract cifar10-jpeg.tar.gz there")
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results.setdefault("recipe", {"epochs": args.epochs, "seed": args.seed, "model": "resnet20"})
-    if results["recipe"] != {"epochs": args.epochs, "seed": args.seed, "model": "resnet20"}:
+    recipe = {"epochs": args.epochs, "seed": args.seed, "model": "resnet20"}
+    if results.setdefault("recipe", recipe) != recipe:
         raise SystemExit(f"'{args.out}' holds another recipe ({results['recipe']}); give another --out")
     arms = results.setdefault("arms", {})
-    plan = [("shipped", source)] + [(f"q{q}", None) for q in args.qualities]
-    for name, data in plan:
+    for name, quality in [("shipped", None)] + [(f"q{q}", q) for q in args.qualities]:
         if name in arms:
             log(f"{name}: done already ({arms[name]['metrics']['accuracy']:.2%})")
             continue
-        if data is None:
-            quality = int(name[1:])
+        data = source
+        if quality is not None:
             log(f"{name}: re-encoding every image at quality {quality}")
             data = reencode(source, quality, source.with_name(f"{source.name}-{name}"))
         log(f"{name}: training {args.epochs} epochs")
