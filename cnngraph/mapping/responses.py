@@ -146,13 +146,33 @@ def _forward(model: nn.Module, x: torch.Tensor) -> None:
         ) from e
 
 
-def node_values(means: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-    """Node values in global node order: mean and median over the filters, float32 ``[t, N]``."""
-    mean = [m.mean(dim=1).flatten(1) for m in means]
-    median = [filter_median(m).flatten(1) for m in means]
+FILTER_DESCRIPTORS = ("mean", "median", "max", "sum")
+"""Every statistic over the filters a node value can be (METHOD.md sections 2 and 9)."""
+
+
+def filter_descriptor(r: torch.Tensor, descriptor: str) -> torch.Tensor:
+    """One descriptor over dim 1 (the filters) of ``r`` ``[t, x, H, W]``: ``[t, H, W]``."""
+    if descriptor == "mean":
+        return r.mean(dim=1)
+    if descriptor == "median":
+        return filter_median(r)
+    if descriptor == "max":
+        return r.amax(dim=1)
+    if descriptor == "sum":
+        return r.sum(dim=1)
+    raise ConfigError(f"unknown descriptor '{descriptor}'; use one of {', '.join(FILTER_DESCRIPTORS)}")
+
+
+def node_values(
+    means: Sequence[torch.Tensor], descriptors: Sequence[str] = ("mean", "median")
+) -> dict[str, np.ndarray]:
+    """Node values in global node order, one float32 ``[t, N]`` array per descriptor."""
     return {
-        "mean": torch.cat(mean, dim=1).cpu().numpy().astype(np.float32),
-        "median": torch.cat(median, dim=1).cpu().numpy().astype(np.float32),
+        d: torch.cat([filter_descriptor(m, d).flatten(1) for m in means], dim=1)
+        .cpu()
+        .numpy()
+        .astype(np.float32)
+        for d in descriptors
     }
 
 
