@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from geometry_oracle import brute_pi
 
 from cnngraph.mapping import geometry as geo
 
@@ -103,7 +104,7 @@ def test_broadcast_reads_the_one_position_and_pi_is_the_centre() -> None:
         (geo.AxisConv(3, 2, 1), (), 8, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
         (geo.AxisConv(3), (), 5, 3, [0, 0, 1, 2, 2]),
         (geo.AxisConv(1), (), 3, 3, [0, 1, 2]),
-        (geo.AxisConv(4, 1, 1), (), 6, 6, [0, 0, 1, 2, 3, 4]),  # 'same' even kernel: centre p + 1/2
+        (geo.AxisConv(4, 1, 1), (), 6, 6, [0, 1, 2, 3, 4, 5]),  # 'same' even kernel: centre p + 1/2, tie to u
     ],
 )
 def test_nearest_target_hand_cases(
@@ -120,8 +121,7 @@ def brute_nearest(conv: geo.AxisConv, pools: tuple[geo.AxisPool, ...], size: int
         for pool in reversed(pools):
             c = c * pool.stride - pool.padding + (pool.kernel - 1) * pool.dilation / 2
         centres.append(c)
-    dist = np.abs(np.array(centres)[None, :] - np.arange(size)[:, None])
-    return dist.argmin(axis=1)  # first minimum = lower p on ties
+    return np.array(brute_pi(centres, size))
 
 
 def brute_reads(conv: geo.AxisConv, pools: tuple[geo.AxisPool, ...], size: int, out: int) -> list[list[int]]:
@@ -187,3 +187,47 @@ def test_conv_out_size() -> None:
     assert geo.conv_out_size(geo.AxisConv(3, 2, 1), 7) == 4
     assert geo.conv_out_size(geo.AxisConv(3, 1, 0, 2), 7) == 3
     assert geo.conv_out_size(geo.AxisConv(4, 1, 1), 7, padding_end=2) == 7  # 'same', even kernel
+
+
+def test_ties_go_to_the_target_nearest_floor_u_times_ratio() -> None:
+    # adaptive 10 -> 4: windows [0,3) [2,5) [5,8) [7,10), centres 1, 3, 6, 8
+    m = geo.through_adaptive(geo.identity(10), 4)
+    assert m.centre.tolist() == [1.0, 3.0, 6.0, 8.0]
+    # u = 2 ties between 0 and 1 (floor(8/10) = 0); u = 7 between 2 and 3 (floor(28/10) = 2)
+    assert geo.nearest_target(m).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    # adaptive up-sampling 3 -> 7: runs of equal centres, ties among them
+    up = geo.through_adaptive(geo.identity(3), 7)
+    assert geo.nearest_target(up).tolist() == brute_pi(up.centre.tolist(), 3)
+    # 'valid' 2-wide kernel 5 -> 4, centres p + 1/2: u ties between u - 1 and u, floor(4u/5) decides
+    assert geo.nearest_target(conv_map(geo.AxisConv(2, 1, 0), 5, 4)).tolist() == [0, 0, 1, 2, 3]
+    # a stride r gives u // r
+    assert geo.nearest_target(conv_map(geo.AxisConv(4, 2, 1), 8, 4)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("kernel", [2, 4, 6])
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_even_kernel_same_padding_weight_node_is_u(kernel: int, dilation: int) -> None:
+    for size in range(1, 12):
+        pad = dilation * (kernel - 1) // 2  # the left padding of 'same'; PyTorch puts one more on the right
+        m = conv_map(geo.AxisConv(kernel, 1, pad, dilation), size, size)
+        assert geo.nearest_target(m).tolist() == list(range(size))
+
+
+def test_adaptive_pooling_ties_equal_brute_force() -> None:
+    checked = ties = 0
+    for size, out in itertools.product(range(1, 17), range(1, 17)):
+        for conv in (geo.AxisConv(1), geo.AxisConv(3, 1, 1), geo.AxisConv(2, 1, 0)):
+            after = geo.conv_out_size(conv, out)
+            if after < 1:
+                continue
+            m = geo.through_taps(geo.through_adaptive(geo.identity(size), out), conv, after)
+            centres = m.centre.tolist()
+            expected = brute_pi(centres, size)
+            assert geo.nearest_target(m).tolist() == expected, (size, out, conv)
+            checked += 1
+            ties += sum(
+                sorted(abs(c - u) for c in centres)[:2] == [min(abs(c - u) for c in centres)] * 2
+                for u in range(size)
+                if len(centres) > 1
+            )
+    assert checked > 600 and ties > 100

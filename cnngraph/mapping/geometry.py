@@ -205,16 +205,23 @@ def through_broadcast(inner: AxisMap, out_size: int) -> AxisMap:
 
 
 def nearest_target(m: AxisMap) -> np.ndarray:
-    """``pi`` per source index: the target whose window centre is nearest (ties to the lower).
+    """``pi`` per source index: the target whose window centre is nearest (METHOD.md section 3).
 
-    After a broadcast no window is centred anywhere in particular: the centre of the target
-    grid, ``(size - 1) // 2``, is taken (METHOD.md section 8).
+    Ties (two or more centres equally near) go to the candidate nearest ``floor(u * size /
+    source_size)``: ``u // r`` under a stride ``r``, ``u`` for an even kernel under 'same'. The
+    tied candidates are always a run of consecutive targets (the centres never decrease), so that
+    nearest candidate is the rule's index clipped to the run. After a broadcast no window is centred
+    anywhere in particular: the centre of the target grid, ``(size - 1) // 2``, is taken (section 8).
     """
     if m.broadcast:
         return np.full(m.source_size, (m.size - 1) // 2, dtype=np.int64)
-    u = np.arange(m.source_size, dtype=np.float64)
-    c = np.maximum.accumulate(m.centre)  # non-decreasing already; guards the search
-    right = np.clip(np.searchsorted(c, u, side="left"), 0, m.size - 1)
-    left = np.searchsorted(c, c[np.clip(right - 1, 0, m.size - 1)], side="left")  # lowest of equals
-    take_left = np.abs(u - c[left]) <= np.abs(c[right] - u)
-    return np.where(take_left, left, right).astype(np.int64)
+    u = np.arange(m.source_size, dtype=np.int64)
+    c = np.maximum.accumulate(m.centre)  # non-decreasing already; guards the searches
+    right = np.searchsorted(c, u, side="left")  # first centre >= u; right - 1: the last one below
+    below = np.where(right > 0, u - c[np.maximum(right - 1, 0)], np.inf)
+    above = np.where(right < m.size, c[np.minimum(right, m.size - 1)] - u, np.inf)
+    first = np.where(below <= above, np.searchsorted(c, c[np.maximum(right - 1, 0)], side="left"), right)
+    last = np.where(
+        above <= below, np.searchsorted(c, c[np.minimum(right, m.size - 1)], side="right") - 1, right - 1
+    )
+    return np.clip((u * m.size) // m.source_size, first, last).astype(np.int64)
