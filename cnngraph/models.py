@@ -84,7 +84,7 @@ class BasicBlock(nn.Module):
     projection convolution with batch norm where the block changes the stride or the width.
 
     Written so that torch.fx sees each convolution called once and the addition's operands are
-    the branch and the shortcut themselves (METHOD.md section 8: a removable residual branch).
+    the branch and the shortcut themselves (docs/METHOD.md section 8: a removable residual branch).
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int) -> None:

@@ -151,7 +151,7 @@ def _at(values: list[int], y: int) -> int:
 
 def brute_pi(centres: list[float], source_size: int) -> list[int]:
     """For each source index, the target whose centre is nearest; ties to the target nearest
-    ``floor(u * targets / source_size)`` (METHOD.md section 3), then to the lower one."""
+    ``floor(u * targets / source_size)`` (docs/METHOD.md section 3), then to the lower one."""
     n = len(centres)
     return [
         min(range(n), key=lambda p: (abs(centres[p] - u), abs(p - (u * n) // source_size), p))

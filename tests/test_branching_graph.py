@@ -94,7 +94,7 @@ def test_cypher_scores_equal_reference(neo4j_driver: Any, loaded: Any, case: str
     if net.options["response"] == "conv":
         assert (total < 0).any()  # the case really exercises |d^h|
     for aggregator in AGGREGATORS:
-        expected = reference.score(total, aggregator)  # |d^h| always (METHOD.md sections 4 and 8)
+        expected = reference.score(total, aggregator)  # |d^h| always (docs/METHOD.md sections 4 and 8)
         np.testing.assert_allclose(scores.get(aggregator), expected, rtol=RTOL, atol=ATOL)
     entropy = scores.get("entropy")  # an entropy over t classes lies in [0, ln t], whatever the signs
     assert (entropy >= -1e-12).all() and (entropy <= np.log(net.num_classes) + 1e-9).all()

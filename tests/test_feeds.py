@@ -1,4 +1,4 @@
-"""The feeds relation and its arcs against a brute-force autograd reference (METHOD.md sections 3, 8).
+"""The feeds relation and its arcs against a brute-force autograd reference (docs/METHOD.md sections 3, 8).
 
 Every model here is mapped by cnngraph and by ``geometry_oracle.autograd_arcs``; the two must
 give exactly the same pairs of layers and the same set of arcs for every pair.

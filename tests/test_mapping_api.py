@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import cnngraph
 from cnngraph.datasets import ImageDataset
 from cnngraph.errors import ConfigError, DataError
 from cnngraph.mapping import map_model
@@ -95,6 +96,7 @@ def test_options_and_model_are_recorded(network: MultilayerNetwork) -> None:
         "batch_size": 2,
         "device": "cpu",
         "dataset": "tiny",
+        "cnngraph_version": cnngraph.__version__,
     }
     assert network.model["class"] == "torch.nn.modules.container.Sequential"
     assert network.model["input_shape"] == [1, 2, 2]

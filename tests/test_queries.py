@@ -101,7 +101,7 @@ def test_scores_equal_reference(neo4j_driver: Any, loaded_both: Any, case: str, 
     assert scores.layer_names == tuple(layer.name for layer in net.layers)
     total = reference.degrees(net, "mean").total
     for aggregator in AGGREGATORS:
-        expected = reference.score(total, aggregator)  # |d^h| (METHOD.md sections 4 and 8)
+        expected = reference.score(total, aggregator)  # |d^h| (docs/METHOD.md sections 4 and 8)
         np.testing.assert_allclose(scores.get(aggregator), expected, rtol=RTOL, atol=ATOL)
     stored = fetch_scores(neo4j_driver, name)
     for aggregator in AGGREGATORS:
@@ -165,7 +165,7 @@ def test_neighbourhood_query(neo4j_driver: Any, loaded_both: Any, layout: str) -
         cypher("neighbourhood"), model=name, layer=0, i=2, j=3, **{"class": 1}
     )
     # An interior node of a 6x6 'same' 3x3 layer feeds the 9 positions around it, all with the
-    # class-1 value of its weight node (METHOD.md section 3).
+    # class-1 value of its weight node (docs/METHOD.md section 3).
     assert len(records) == 9
     weight_node = int(net.topology.weight_node[2 * 6 + 3])
     for descriptor in ("mean", "median"):

@@ -1,4 +1,4 @@
-"""Removing residual branches (METHOD.md section 8): the block becomes its shortcut.
+"""Removing residual branches (docs/METHOD.md section 8): the block becomes its shortcut.
 
 The oracle for every removal: the original model with the last batch norm of each removed branch
 set to zero (weight and bias) computes ``0 + shortcut``, which is exactly what the pruned model

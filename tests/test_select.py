@@ -1,4 +1,4 @@
-"""Layer selection (METHOD.md section 5) on a hand example, unit selection (section 8) against a
+"""Layer selection (docs/METHOD.md section 5) on a hand example, unit selection (section 8) against a
 brute-force oracle, and the baselines."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_annotate_fills_statistics() -> None:
     assert len(sel.removed) == 1
 
 
-# ---------------------------------------------------------------- units (METHOD.md section 8)
+# ---------------------------------------------------------------- units (docs/METHOD.md section 8)
 def unit_list() -> list[Unit]:
     """A stem (not removable), a two-convolution residual branch, a chain convolution and a
     projection (not removable): convolutions 0 | 1, 2 | 3 | 4."""

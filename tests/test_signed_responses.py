@@ -1,6 +1,6 @@
 """Residual branches end at a batch norm, so node values can be negative: delta uses |d^h|.
 
-METHOD.md sections 4 and 8: degrees and delta are taken over all arcs with ``|d^h|``. Without the
+docs/METHOD.md sections 4 and 8: degrees and delta are taken over all arcs with ``|d^h|``. Without the
 absolute value a node whose class degrees have mixed signs gets an "entropy" below 0 or above
 ln t (seen on a ResNet-20: -190 and 2.36 > ln 10), which would decide the pruning.
 """

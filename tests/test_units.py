@@ -1,4 +1,4 @@
-"""Removable units (METHOD.md section 8) found from one torch.fx trace, checked against the
+"""Removable units (docs/METHOD.md section 8) found from one torch.fx trace, checked against the
 structure each architecture is built from (its module names), not against our own output."""
 
 from __future__ import annotations

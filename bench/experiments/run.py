@@ -46,6 +46,7 @@ from common import (
 )
 from torch import nn
 
+from cnngraph import __version__
 from cnngraph.datasets import ImageDataset, load_dataset, split_indices
 from cnngraph.models import ModelSpec, build_model, load_weights, read_checkpoint, save_checkpoint
 from cnngraph.pruner.metrics import evaluate, measure
@@ -376,6 +377,7 @@ def main() -> None:
     log(f"graph: {graph['nodes']} nodes, {graph['arcs']} arcs; map {graph['map_s']:.1f}s "
         f"load {graph['load_s']:.1f}s score {graph['score_s']:.1f}s")  # fmt: skip
     result: dict[str, Any] = {
+        "cnngraph_version": __version__,
         "config": {k: v for k, v in vars(args).items() if k not in ("out", "work_dir")},
         "data": data_desc,
         "spec": spec.to_dict(),

@@ -48,6 +48,7 @@ import torch
 from common import ROOT, balanced_subset, cifar_root, log, map_load_score, outcome, write_json
 from torch import nn
 
+from cnngraph import __version__
 from cnngraph.datasets import ImageDataset, load_dataset
 from cnngraph.errors import CnnGraphError
 from cnngraph.files import partial_path
@@ -327,6 +328,7 @@ def main() -> None:
     removable = [u.index for u in units if u.removable]
     counts = sorted({int(f * len(removable)) for f in args.fractions} - {0})
     result: dict[str, Any] = {
+        "cnngraph_version": __version__,
         "config": {k: (repo_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "budget": budget(args, args.seed),
         "checkpoint": {

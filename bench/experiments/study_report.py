@@ -395,7 +395,7 @@ finished run.
 
 ## How to read the tables
 
-- *Units* are what the pruner removes (METHOD.md section 8): residual branches for ResNet-20 (9
+- *Units* are what the pruner removes (docs/METHOD.md section 8): residual branches for ResNet-20 (9
   removable; the stem and the two projection shortcuts stay), convolutions for VGG16-BN (13).
   Each study removes 1/3 and 1/2 of the removable units (rounded down).
 - *entropy-any* is the paper's rule: threshold `gamma x mean(delta)` over all nodes, a unit stays

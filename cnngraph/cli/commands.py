@@ -12,6 +12,7 @@ from cnngraph.cli import (
     inspect_cmd,
     load_cmd,
     map_cmd,
+    method_cmd,
     models_cmd,
     prune_cmd,
     score_cmd,
@@ -34,4 +35,5 @@ MODULES: list[ModuleType] = [
     export_cmd,
     prune_cmd,
     sweep_cmd,
+    method_cmd,
 ]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cnngraph import __version__
 from cnngraph.settings import DEFAULT_URI, Neo4jSettings
 
 app = typer.Typer(
@@ -19,6 +20,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cnngraph {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -48,6 +55,12 @@ def root(
             show_default=False,
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print cnngraph's version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
     """Neo4j settings shared by every command that talks to the database."""
     # The driver logs connection failures itself; the commands already say them in one line.

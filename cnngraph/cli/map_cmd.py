@@ -165,11 +165,12 @@ def map_cmd(
         ),
     ] = None,
 ) -> None:
-    """Map a trained CNN and a labelled dataset into its multilayer network (METHOD.md sections 1-3).
+    """Map a trained CNN and a labelled dataset into its multilayer network.
 
     Nodes are the positions of every Conv2d output map, arcs follow each convolution's windows back
     through pooling, stride, padding and dilation, and every class gets its own arc weights from the
-    mean response of its images. Prints a per-layer summary and writes one .npz file.
+    mean response of its images. Prints a per-layer summary and writes one .npz file. The rules are
+    docs/METHOD.md sections 1-3 and 8, shipped with cnngraph: 'cnngraph method 1 2 3 8' prints them.
     """
     from cnngraph.cli.inspect_cmd import print_summary
     from cnngraph.datasets import load_dataset, resolve_classes

@@ -29,6 +29,8 @@ StateDir = Annotated[
 BoltPort = Annotated[
     int, typer.Option("--bolt-port", envvar="CNNGRAPH_BOLT_PORT", help="Bolt port on 127.0.0.1.")
 ]
+NOTED_STAGES = frozenset({"build", "wait-build", "unclean", "recovery"})
+"""Stages of a start that are said in a line of their own, not only in the spinner."""
 HttpPort = Annotated[
     int,
     typer.Option("--http-port", envvar="CNNGRAPH_HTTP_PORT", help="HTTP port (Neo4j Browser) on 127.0.0.1."),
@@ -89,6 +91,11 @@ def start_cmd(
 ) -> None:
     """Build the launcher if needed, start Neo4j in the background and wait until Bolt answers.
 
+    The first start of an installed cnngraph builds the launcher with Maven (Java 17 and Maven 3.8
+    needed; about 150 MB of Neo4j jars are downloaded into ~/.m2) into ~/.cache/cnngraph/launcher
+    ($XDG_CACHE_HOME); later starts reuse it. A store whose last server did not stop cleanly is
+    recovered first, which is said.
+
     Auth is on: the password of user 'neo4j' is generated at the first start and kept, owner-only,
     in the state directory, where every cnngraph command finds it (NEO4J_PASSWORD overrides it).
     """
@@ -106,11 +113,18 @@ def start_cmd(
             highlight=False,
             soft_wrap=True,
         )
-    with console.status("starting Neo4j (the first start builds the launcher with Maven)..."):
-        info = local.start(config, timeout=timeout)
+    with console.status("starting Neo4j...") as spinner:
+
+        def on_stage(stage: str, message: str) -> None:
+            spinner.update(f"{message}...")
+            if stage in NOTED_STAGES:  # a line too, for piped output where no spinner shows
+                err_console.print(f"[bold]note:[/] {message}", highlight=False, soft_wrap=True)
+
+        info = local.start(config, timeout=timeout, on_stage=on_stage)
     auth = f"auth on (user neo4j, password in {config.password_file})" if info.auth else "auth OFF"
+    recovered = ", after recovering the store" if info.recovered else ""
     console.print(
-        f"Neo4j started in {info.startup_seconds:.1f} s (pid {info.pid}): {info.bolt_uri}, "
+        f"Neo4j started in {info.startup_seconds:.1f} s{recovered} (pid {info.pid}): {info.bolt_uri}, "
         f"Browser {info.browser_url}, {auth}",
         highlight=False,
         soft_wrap=True,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cnngraph import __version__
 from cnngraph.cli import prune_cmd
 from cnngraph.cli.common import GraphModel, console, handle_errors
 from cnngraph.cli.prune_cmd import AggregatorOpt, ArchOpt, RuleOpt, StatOpt, load_trained
@@ -81,6 +82,7 @@ def sweep_cmd(
     with bar:
         rows = sweep(scores, gammas, options, net, train_data, test_data, finetune_epochs, update)
     document = {
+        "cnngraph_version": __version__,
         "model": model,
         "options": options.to_dict(),
         "units": "model" if net is not None else "every convolution a chain unit",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from cnngraph import __version__
 from cnngraph.cli.common import check_output_file, console, err_console, fail, handle_errors, progress
 from cnngraph.errors import ConfigError, DataError
 
@@ -252,6 +253,7 @@ def train_cmd(
     summary = {**metrics.to_dict(), **cost.to_dict(), "epoch_seconds": history.mean_epoch_seconds}
     summary.pop("confusion")
     info = {
+        "cnngraph_version": __version__,
         "spec": spec.to_dict(),
         "metrics": summary,
         "data": data_split.to_dict(),

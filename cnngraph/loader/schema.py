@@ -4,7 +4,7 @@ Graph model (docs/GRAPH.md)::
 
     (:Model {id})-[:HAS_LAYER]->(:Layer {model, index})
     (:Model {id})-[:HAS_CLASS]->(:Class {model, index})
-    (:Layer)-[:FEEDS {via, arcs}]->(:Layer)   the layer DAG (METHOD.md section 8)
+    (:Layer)-[:FEEDS {via, arcs}]->(:Layer)   the layer DAG (docs/METHOD.md section 8)
     (:Position:L<k> {model, layer, i, j, nid})-[:ARC {class, mean, median}]->(:Position)
 
 Every node carries its model id, so several models live side by side in one database.

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnngraph import __version__
 from cnngraph.datasets import ImageDataset, resolve_classes, restrict_classes, select_per_class
 from cnngraph.errors import ConfigError, DataError
 from cnngraph.mapping.network import DESCRIPTORS, MultilayerNetwork
@@ -34,7 +35,7 @@ def map_model(
     classes: Sequence[str | int] | None = None,
     max_classes: int | None = None,
 ) -> MultilayerNetwork:
-    """Map ``model`` with the images of ``dataset`` into its multilayer network (METHOD.md 1-3, 8).
+    """Map ``model`` with the images of ``dataset`` into its multilayer network (docs/METHOD.md 1-3, 8).
 
     ``images_per_class=None`` uses every image; ``seed`` picks a seeded shuffle instead of the
     first images in file order; ``normalize=(mean, std)`` is applied per channel first.
@@ -73,6 +74,7 @@ def map_model(
         "batch_size": batch_size,
         "device": str(dev),
         "dataset": dataset.source,
+        "cnngraph_version": __version__,
     }
     if subset is not None:
         options.update(classes=list(data.class_names), class_indices=subset, dataset_classes=dataset_classes)

@@ -1,4 +1,4 @@
-"""The *feeds* relation between convolutions, with the geometry of every path (METHOD.md section 8).
+"""The *feeds* relation between convolutions, with the geometry of every path (docs/METHOD.md section 8).
 
 One forward sweep over the traced ``torch.fx`` graph (its nodes are in execution order) records,
 for every tensor, which source convolutions it depends on and how, along each spatial axis (an

@@ -1,4 +1,4 @@
-"""Per-axis geometry between two convolutions (METHOD.md sections 3 and 8).
+"""Per-axis geometry between two convolutions (docs/METHOD.md sections 3 and 8).
 
 Everything works on one spatial axis at a time and on whole index arrays. An :class:`AxisMap`
 says, for every index of some feature map, which indices of a source convolution's output it
@@ -205,7 +205,7 @@ def through_broadcast(inner: AxisMap, out_size: int) -> AxisMap:
 
 
 def nearest_target(m: AxisMap) -> np.ndarray:
-    """``pi`` per source index: the target whose window centre is nearest (METHOD.md section 3).
+    """``pi`` per source index: the target whose window centre is nearest (docs/METHOD.md section 3).
 
     Ties (two or more centres equally near) go to the candidate nearest ``floor(u * size /
     source_size)``: ``u // r`` under a stride ``r``, ``u`` for an even kernel under 'same'. The

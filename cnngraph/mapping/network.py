@@ -2,7 +2,7 @@
 
 Nodes are numbered globally: layer ``k`` holds ids ``node_offsets[k] .. node_offsets[k+1]-1``
 and position ``(i, j)`` of layer ``k`` is ``node_offsets[k] + i * width_k + j``. The layers form
-a DAG (METHOD.md section 8): *edge* ``e`` says layer ``edge_src[e]`` feeds layer ``edge_dst[e]``
+a DAG (docs/METHOD.md section 8): *edge* ``e`` says layer ``edge_src[e]`` feeds layer ``edge_dst[e]``
 (``edge_via[e]`` says through what) and owns the arcs ``arc_offsets[e] : arc_offsets[e+1]`` of
 the two id arrays ``arc_src``/``arc_dst``; edges are sorted by ``(src, dst)``, so a VGG-style
 chain has edge ``k`` from layer ``k`` to ``k+1``. Every class network shares nodes and arcs; only

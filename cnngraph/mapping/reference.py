@@ -1,4 +1,4 @@
-"""Reference degrees and node scores, straight from the arrays (METHOD.md sections 4 and 8).
+"""Reference degrees and node scores, straight from the arrays (docs/METHOD.md sections 4 and 8).
 
 This is the oracle that the Cypher queries must reproduce: every arc of the layer DAG, in and
 out, weighted per fed layer; ``|d^h|`` when the responses can be negative (``response = conv``).
@@ -29,7 +29,7 @@ class Degrees:
 
 
 def degrees(network: MultilayerNetwork, descriptor: str = "mean", chunk: int = 4_000_000) -> Degrees:
-    """``d^h`` split into in and out parts, for every class ``h`` and node (METHOD.md sections 4, 8).
+    """``d^h`` split into in and out parts, for every class ``h`` and node (docs/METHOD.md sections 4, 8).
 
     The arc ``u -> v`` of edge ``e`` weighs ``values[h, pi_e(u)]`` and counts for both ends; the
     arcs are taken ``chunk`` at a time so no ``[t, E]`` temporary is ever built.
@@ -51,7 +51,7 @@ def degrees(network: MultilayerNetwork, descriptor: str = "mean", chunk: int = 4
 
 
 def score(total_degree: np.ndarray, aggregator: str = "entropy", absolute: bool = True) -> np.ndarray:
-    """``delta(v)`` for every node from ``d^h(v)`` given as [t, N] (METHOD.md sections 4 and 8).
+    """``delta(v)`` for every node from ``d^h(v)`` given as [t, N] (docs/METHOD.md sections 4 and 8).
 
     ``absolute`` (the method's rule) uses ``|d^h|``: a block that ends at a batch norm (the last
     convolution of a residual branch) or ``response = conv`` gives negative values; ReLU
@@ -78,5 +78,5 @@ def score(total_degree: np.ndarray, aggregator: str = "entropy", absolute: bool 
 def node_scores(
     network: MultilayerNetwork, descriptor: str = "mean", aggregator: str = "entropy"
 ) -> np.ndarray:
-    """``delta`` of every node, float64 [N], as the pruner uses it (with ``|d^h|``, METHOD.md 4 and 8)."""
+    """``delta`` of every node, float64 [N], as the pruner uses it (``|d^h|``, docs/METHOD.md 4 and 8)."""
     return score(degrees(network, descriptor).total, aggregator)

@@ -1,4 +1,4 @@
-"""Class responses and node values (METHOD.md section 2).
+"""Class responses and node values (docs/METHOD.md section 2).
 
 One pass over the selected images, in mixed-class batches: forward hooks on the modules whose
 outputs are the block responses add each image's response into a per-class running sum
@@ -147,7 +147,7 @@ def _forward(model: nn.Module, x: torch.Tensor) -> None:
 
 
 FILTER_DESCRIPTORS = ("mean", "median", "max", "sum")
-"""Every statistic over the filters a node value can be (METHOD.md sections 2 and 9)."""
+"""Every statistic over the filters a node value can be (docs/METHOD.md sections 2 and 9)."""
 
 
 def filter_descriptor(r: torch.Tensor, descriptor: str) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Nodes, arcs and arc-weight nodes of the multilayer network (METHOD.md sections 1, 3 and 8).
+"""Nodes, arcs and arc-weight nodes of the multilayer network (docs/METHOD.md sections 1, 3 and 8).
 
 All index arithmetic is per axis and vectorised: the arcs of one path between two layers are
 the Cartesian product of its row pairs ``(p, i)`` and column pairs ``(q, j)``, so no Python code

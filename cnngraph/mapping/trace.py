@@ -1,4 +1,4 @@
-"""Find the convolutions of a model and how they feed each other (METHOD.md sections 1, 3 and 8).
+"""Find the convolutions of a model and how they feed each other (docs/METHOD.md sections 1, 3 and 8).
 
 The model is traced once with ``torch.fx`` (``symbolic_trace``); its ``Conv2d`` calls, in graph
 (= execution) order, are the layers ``c_1 .. c_M``. Shapes come from one forward pass of a zero

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cnngraph import __version__
 from cnngraph.pruner.metrics import Summary, compare
 from cnngraph.pruner.select import UnitSelection
 from cnngraph.pruner.surgery import PrunedModel
@@ -32,6 +33,7 @@ def build_report(
     deltas, and every option used."""
     return {
         "version": REPORT_VERSION,
+        "cnngraph_version": __version__,
         "options": dict(options),
         "selection": selection.to_dict(),
         "removed": [

@@ -1,4 +1,4 @@
-"""From node scores to the units to keep (METHOD.md sections 5 and 8), and three baselines.
+"""From node scores to the units to keep (docs/METHOD.md sections 5 and 8), and three baselines.
 
 :func:`select_units` applies the paper's rule: threshold ``th = gamma * stat(delta)`` over all
 nodes (removable or not), selected nodes ``delta > th``, and a layer rule applied to each
@@ -11,7 +11,7 @@ removable units without looking at the graph, for comparison.
 
 Every result is a :class:`UnitSelection` with one row per unit. For a VGG-style model every
 convolution is a chain unit, so :func:`select_layers` (every convolution a chain unit) and the
-``*_layers`` baselines give the per-layer selection of METHOD.md section 5.
+``*_layers`` baselines give the per-layer selection of docs/METHOD.md section 5.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def select_layers(
     threshold_stat: str = "mean",
     layer_rule: str = "any",
 ) -> UnitSelection:
-    """:func:`select_units` with every convolution a chain unit (METHOD.md section 5, VGG-style)."""
+    """:func:`select_units` with every convolution a chain unit (docs/METHOD.md section 5, VGG-style)."""
     units = chain_units(_names(scores.layer_names, scores.num_layers))
     return select_units(
         scores, units, gamma, aggregator=aggregator, threshold_stat=threshold_stat, layer_rule=layer_rule

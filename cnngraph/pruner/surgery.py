@@ -1,4 +1,4 @@
-"""Remove whole units from a PyTorch model with torch.fx (METHOD.md sections 6 and 8).
+"""Remove whole units from a PyTorch model with torch.fx (docs/METHOD.md sections 6 and 8).
 
 One entry point, :func:`remove_convolutions` ``(model, example_input, remove, strategy)``:
 

@@ -1,4 +1,4 @@
-"""Removable units (METHOD.md section 8), found from one torch.fx trace, as plain data.
+"""Removable units (docs/METHOD.md section 8), found from one torch.fx trace, as plain data.
 
 A *unit* is what the pruner removes as a whole:
 

@@ -1,4 +1,4 @@
-// Per-class weighted in-, out- and total degree of every node of one model (METHOD.md section 4).
+// Per-class weighted in-, out- and total degree of every node of one model (docs/METHOD.md section 4).
 // One row per node; indegree[h], outdegree[h], total[h] belong to class network h.
 // In Neo4j Browser first run:
 //   :param model => 'vgg16_bn'

@@ -1,6 +1,6 @@
 // degrees.cypher for a model loaded with --layout compact (one :ARC per arc, whose mean and
 // median are lists indexed by class): per-class weighted in-, out- and total degree of every node
-// (METHOD.md section 4). One row per node; indexes h of the lists are the class networks.
+// (docs/METHOD.md section 4). One row per node; indexes h of the lists are the class networks.
 // In Neo4j Browser first run:
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'

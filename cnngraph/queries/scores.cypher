@@ -1,5 +1,5 @@
-// delta of every node of one model (METHOD.md section 4), written back as node properties.
-// d[h] = |weighted in- plus out-degree of the node in class network h| (METHOD.md sections 4 and
+// delta of every node of one model (docs/METHOD.md section 4), written back as node properties.
+// d[h] = |weighted in- plus out-degree of the node in class network h| (docs/METHOD.md sections 4 and
 // 8: the absolute value, since a block ending at a batch norm, or response = conv, can be
 // negative; ReLU responses are >= 0 anyway); p[h] = d[h] / sum(d):
 //   entropy       = -sum_h p[h] ln p[h]   (terms with p[h] = 0 add 0; 0 when sum(d) = 0)

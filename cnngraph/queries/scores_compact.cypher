@@ -1,7 +1,7 @@
 // scores.cypher for a model loaded with --layout compact (one :ARC per arc, whose mean and
-// median are lists indexed by class): delta of every node (METHOD.md section 4), written back.
+// median are lists indexed by class): delta of every node (docs/METHOD.md section 4), written back.
 // d[h] = |weighted in- plus out-degree of the node in class network h|, the sum of element h of
-// the weight lists of its arcs (METHOD.md sections 4 and 8: the absolute value, since a block
+// the weight lists of its arcs (docs/METHOD.md sections 4 and 8: the absolute value, since a block
 // ending at a batch norm, or response = conv, can be negative); p[h] = d[h] / sum(d):
 //   entropy       = -sum_h p[h] ln p[h]   (terms with p[h] = 0 add 0; 0 when sum(d) = 0)
 //   mean          = sum(d) / t

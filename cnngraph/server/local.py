@@ -1,33 +1,40 @@
-"""A local Neo4j 5.26 server for people without Docker: build the launcher, start, stop, status.
+"""A local Neo4j 5.26 server for people without Docker: start, stop, status.
 
 The launcher is the small Maven project in ``server/`` (one Java class running an embedded
-Neo4j with Bolt, HTTP and Neo4j Browser). ``start`` runs it in the background with its PID file,
-state file, log and password in a state directory, and returns once it is ready.
+Neo4j with Bolt, HTTP and Neo4j Browser), found and built by :mod:`cnngraph.server.launcher`
+(in a checkout's ``server/target``, or once into a per-user cache for an installed package).
+``start`` runs it in the background with its PID file, state file, log and password in a state
+directory, and returns once it is ready.
 
 Safe by default: auth is on with a password generated at the first start and kept in the state
-directory (``neo4j.password``, mode 0600; the directory and the store are 0700), so that neither
+directory (``neo4j.password``, mode 0600, made so again at every start; the directory and the
+store are 0700), so that neither
 another user nor a web page open in a browser on this machine can run Cypher; cross-origin HTTP is
 limited to the server's own origin. Auth goes off only when asked (``auth=False``).
 
 One server per state directory: starts on one state directory are serialised by a file lock;
 readiness is read from a pipe of the child itself, never from a log that another start may share;
 ``stop`` and ``status`` act only on a process whose command line names this state directory's
-store, never on a PID that now belongs to something else.
+store, never on a PID that now belongs to something else. A store that another process holds open
+is refused in one line; a store left by a server that did not stop cleanly is said to be recovering.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +42,13 @@ from typing import BinaryIO
 
 from cnngraph.errors import ConfigError, ServerError
 from cnngraph.processes import process_alive
+from cnngraph.server.launcher import (
+    StageFn,
+    default_launcher_dir,
+    last_lines,
+    launcher_classpath,
+    require_java,
+)
 from cnngraph.settings import PASSWORD_FILE, STATE_FILE, default_state_dir
 
 LAUNCHER_CLASS = "org.cnngraph.server.Launcher"
@@ -47,24 +61,25 @@ JVM_FLAGS = (
 )
 DEFAULT_TIMEOUT = 600.0
 """Seconds ``start`` waits: a store of millions of relationships can take minutes to recover."""
+STORE_LOCKED_MARKS = ("FileLockException", "has been locked by another process")
+"""What the launcher's log says when another process holds the store."""
+RECOVERY_START = re.compile(r"[Rr]ecovery (is )?required")
+RECOVERY_PROGRESS = re.compile(r"\[o\.n\.k\.r\.Recovery\].*?(\d+)% completed")
 
 __all__ = [
     "ServerConfig",
     "ServerInfo",
+    "StageFn",
+    "default_launcher_dir",
     "default_state_dir",
     "free_port",
+    "launcher_classpath",
     "process_alive",
     "start",
     "status",
     "stop",
     "stored_password",
 ]
-
-
-def default_launcher_dir() -> Path:
-    """``CNNGRAPH_SERVER_DIR``, else the ``server/`` folder beside the package in a checkout."""
-    env = os.environ.get("CNNGRAPH_SERVER_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "server"
 
 
 @dataclass(frozen=True)
@@ -129,80 +144,57 @@ class ServerInfo:
     started: float
     startup_seconds: float = 0.0
     ready: bool = True
-
-
-# ------------------------------------------------------------------------------------------ build
-def launcher_classpath(launcher_dir: Path | None = None, rebuild: bool = False) -> str:
-    """The class path to run the launcher, building it with Maven when sources are newer."""
-    root = launcher_dir or default_launcher_dir()
-    pom = root / "pom.xml"
-    if not pom.is_file():
-        raise ConfigError(
-            f"no launcher project at '{root}'; run from a cnngraph checkout or set CNNGRAPH_SERVER_DIR"
-        )
-    classes = root / "target" / "classes"
-    cp_file = root / "target" / "classpath.txt"
-    sources = [pom, *(root / "src").rglob("*.java")]
-    built = cp_file.is_file() and classes.is_dir()
-    if rebuild or not built or max(s.stat().st_mtime for s in sources) > cp_file.stat().st_mtime:
-        _maven_build(root)
-        cp_file.touch()  # Maven leaves an unchanged class path file as it was
-    return f"{classes}{os.pathsep}{cp_file.read_text().strip()}"
-
-
-def _maven_build(root: Path) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ConfigError(
-            "Maven ('mvn') is not installed; install Maven 3.8+ or give NEO4J_URI of a running Neo4j"
-        )
-    _require_java()
-    proc = subprocess.run(
-        [mvn, "-B", "-q", "package", "-DskipTests"], cwd=root, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        tail = _last_lines(proc.stdout + proc.stderr, 8)
-        raise ServerError(f"building the Neo4j launcher with Maven failed (in {root}): {tail}")
-
-
-def _require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise ConfigError("Java is not installed; install OpenJDK 17 or give NEO4J_URI of a running Neo4j")
-    return java
+    recovered: bool = False
+    """Neo4j recovered the store at this start (the server before it did not stop cleanly)."""
 
 
 # ------------------------------------------------------------------------------------------ start
-def start(config: ServerConfig, timeout: float = DEFAULT_TIMEOUT) -> ServerInfo:
+def start(
+    config: ServerConfig, timeout: float = DEFAULT_TIMEOUT, on_stage: StageFn | None = None
+) -> ServerInfo:
     """Start the server in the background and wait until it is ready and Bolt answers.
 
     When it is not ready within ``timeout`` (a large store recovering after a crash), it is left
-    running and a :class:`ServerError` says so; Ctrl-C during the wait stops it.
+    running and a :class:`ServerError` says so; Ctrl-C during the wait stops it. ``on_stage`` is
+    told ``(stage, message)`` as the start goes on: ``build`` and ``wait-build`` (the launcher),
+    ``unclean`` (the last server of this store did not stop cleanly), ``start``, ``recovery`` (Neo4j
+    recovers the store) and ``recovery-progress``.
     """
     if timeout <= 0:
         raise ConfigError(f"the start timeout must be positive, got {timeout}")
     _private_dir(config.state_dir)
     with _start_lock(config):
-        return _start_locked(config, timeout)
+        return _start_locked(config, timeout, on_stage)
 
 
-def _start_locked(config: ServerConfig, timeout: float) -> ServerInfo:
+def _start_locked(config: ServerConfig, timeout: float, on_stage: StageFn | None) -> ServerInfo:
+    say: StageFn = on_stage or (lambda stage, message: None)
+    previous = _recorded_pid(config)
     running = status(config)
     if running is not None:
         raise ServerError(
             f"a cnngraph Neo4j already runs from '{config.state_dir}' (pid {running.pid}) at "
             f"{running.bolt_uri}; stop it with 'cnngraph server stop'"
         )
+    _refuse_a_store_in_use(config)
     for port in (config.bolt_port, config.http_port):
         if not port_is_free(config.host, port):
             raise ServerError(
                 f"port {port} on {config.host} is already in use (another Neo4j?); "
                 "stop that process or choose other ports with --bolt-port/--http-port"
             )
-    java = _require_java()
-    classpath = launcher_classpath(config.launcher_dir)
+    java = require_java()
+    classpath = launcher_classpath(config.launcher_dir, on_stage=on_stage)
+    _owner_only(config.state_dir)
     password = _password_for(config)
     _private_dir(config.store_dir)
+    if previous is not None:  # its PID file is still there, its process is gone: killed or crashed
+        say(
+            "unclean",
+            f"the last Neo4j of this store (pid {previous}) did not stop cleanly: Neo4j checks the store "
+            "and recovers it if needed (minutes for a large store)",
+        )
+    say("start", "starting Neo4j")
     env = dict(os.environ)
     env.pop("NEO4J_PASSWORD", None)
     if password is not None:
@@ -226,6 +218,7 @@ def _start_locked(config: ServerConfig, timeout: float) -> ServerInfo:
     ]  # fmt: skip
     began = time.time()
     log_offset = config.log_file.stat().st_size if config.log_file.exists() else 0
+    debug = _DebugLog(config.store_dir / "logs" / "debug.log")
     try:
         log_fd = os.open(config.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.chmod(config.log_file, 0o600)
@@ -252,9 +245,11 @@ def _start_locked(config: ServerConfig, timeout: float) -> ServerInfo:
     )
     _write_private(config.pid_file, f"{proc.pid}\n")
     _write_private(config.state_file, json.dumps(asdict(info), indent=2))
+    watch = _RecoveryWatch(debug, say)
     try:
         with os.fdopen(ready_read, "rb") as ready:
-            _wait_until_ready(config, proc, ready, timeout, password, log_offset)
+            _wait_until_ready(config, proc, ready, timeout, password, log_offset, watch.poll)
+        watch.poll()
     except _StillStarting:
         raise ServerError(
             f"Neo4j (pid {proc.pid}) is not ready after {timeout:.0f} s and keeps running: a large store "
@@ -266,7 +261,14 @@ def _start_locked(config: ServerConfig, timeout: float) -> ServerInfo:
         config.pid_file.unlink(missing_ok=True)
         config.state_file.unlink(missing_ok=True)
         raise
-    info = ServerInfo(**{**asdict(info), "ready": True, "startup_seconds": round(time.time() - began, 2)})
+    info = ServerInfo(
+        **{
+            **asdict(info),
+            "ready": True,
+            "startup_seconds": round(time.time() - began, 2),
+            "recovered": watch.recovered,
+        }
+    )
     _write_private(config.state_file, json.dumps(asdict(info), indent=2))
     return info
 
@@ -282,9 +284,11 @@ def _wait_until_ready(
     timeout: float,
     password: str | None,
     log_offset: int,
+    tick: Callable[[], None],
 ) -> None:
     """Read the child's ready pipe until its ready line (printed after the password is set), then
-    wait for Bolt to answer. A child that exits first is an error with its log's tail."""
+    wait for Bolt to answer; ``tick`` runs on every turn. A child that exits first is an error:
+    one line for a store another process holds, else the log's tail."""
     from neo4j import GraphDatabase
     from neo4j import exceptions as neo4j_exc
 
@@ -294,6 +298,7 @@ def _wait_until_ready(
     seen = b""
     said_ready = False
     while time.time() < deadline:
+        tick()
         if not said_ready:
             readable, _, _ = select.select([fd], [], [], 0.3)
             if readable:
@@ -303,9 +308,12 @@ def _wait_until_ready(
                 if not chunk and not said_ready:  # the child closed its end: it exited or is exiting
                     proc.wait(timeout=30)
         if proc.poll() is not None:
+            log = _read_log(config, log_offset)
+            if any(mark in log for mark in STORE_LOCKED_MARKS):
+                raise ServerError(_store_in_use_message(config, _store_lock_holder(config)))
             raise ServerError(
                 f"Neo4j exited during start (code {proc.returncode}); log {config.log_file}: "
-                f"{_last_lines(_read_log(config, log_offset), 6)}"
+                f"{last_lines(log, 6)}"
             )
         if said_ready:
             try:
@@ -315,6 +323,51 @@ def _wait_until_ready(
             except (neo4j_exc.ServiceUnavailable, OSError):
                 time.sleep(0.3)
     raise _StillStarting
+
+
+class _DebugLog:
+    """New lines of Neo4j's ``debug.log`` since this object was made (a rotated log starts over)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.partial = b""
+
+    def new_lines(self) -> list[str]:
+        try:
+            size = self.path.stat().st_size
+            if size < self.offset:
+                self.offset, self.partial = 0, b""
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(4 << 20)
+        except OSError:
+            return []
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
+
+
+class _RecoveryWatch:
+    """Says when Neo4j recovers the store (its debug log: "Recovery required", "NN% completed")."""
+
+    def __init__(self, debug: _DebugLog, say: StageFn) -> None:
+        self.debug = debug
+        self.say = say
+        self.recovered = False
+
+    def poll(self) -> None:
+        for line in self.debug.new_lines():
+            if RECOVERY_START.search(line):
+                if not self.recovered:
+                    self.say(
+                        "recovery",
+                        "Neo4j is recovering the store from its transaction logs (the last server was "
+                        "killed or crashed); this takes minutes for a large store",
+                    )
+                self.recovered = True
+            elif self.recovered and (done := RECOVERY_PROGRESS.search(line)):
+                self.say("recovery-progress", f"recovering the store: {done[1]}% of the transaction logs")
 
 
 def _recovery_hint(config: ServerConfig) -> str:
@@ -329,6 +382,63 @@ def _recovery_hint(config: ServerConfig) -> str:
     return f"its log says: {lines[-1].strip()[-160:]}" if lines else "no recovery noted yet"
 
 
+# ------------------------------------------------------------------------- a store held elsewhere
+def _store_lock_file(config: ServerConfig) -> Path:
+    return config.store_dir / "data" / "databases" / "store_lock"
+
+
+def _refuse_a_store_in_use(config: ServerConfig) -> None:
+    """One line when another process holds the store's lock (Neo4j takes it with a POSIX record lock,
+    as ``lockf`` does): probed before a JVM is started; a start that races one still reads the lock
+    failure from the launcher's log."""
+    path = _store_lock_file(config)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # no store yet, or not ours to probe: Neo4j will say
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            raise ServerError(_store_in_use_message(config, _store_lock_holder(config))) from None
+        return
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _store_in_use_message(config: ServerConfig, holder: int | None) -> str:
+    who = f"another process (pid {holder})" if holder is not None else "another process"
+    return (
+        f"the store '{config.store_dir}' is open in {who}, and one store can be used by one Neo4j at a "
+        f"time: stop that server (a cnngraph one with 'cnngraph server stop --state-dir' naming its state "
+        f"directory, else by its pid), or start with another --state-dir"
+    )
+
+
+def _store_lock_holder(config: ServerConfig) -> int | None:
+    """The PID that holds the store's lock, from ``/proc/locks`` (Linux), or None."""
+    try:
+        st = os.stat(_store_lock_file(config))
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                return int(fields[4])
+        except ValueError:
+            continue
+    return None
+
+
+# ------------------------------------------------------------------------------------- password
 def _password_for(config: ServerConfig) -> str | None:
     """The password to start with: given, else stored, else generated; stored owner-only either way."""
     if not config.auth:
@@ -366,6 +476,25 @@ def _private_dir(path: Path) -> None:
     """Create ``path`` (and parents) and make it owner-only."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
+
+
+def _owner_only(state_dir: Path) -> None:
+    """Make the files a start keeps in ``state_dir`` (the password first) owner-only again: one that
+    was copied, restored from a backup or edited with a looser mode becomes 0600."""
+    for name in (PASSWORD_FILE, STATE_FILE, "neo4j.pid", "neo4j.log", "server.lock"):
+        path = state_dir / name
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode) and mode & 0o077:
+            try:
+                os.chmod(path, 0o600)
+            except OSError as e:
+                raise ServerError(
+                    f"'{path}' is readable by others (mode {stat.S_IMODE(mode):04o}) and cannot be made "
+                    f"owner-only ({e.strerror}); fix its owner or mode (chmod 600)"
+                ) from None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -501,8 +630,3 @@ def _read_log(config: ServerConfig, offset: int = 0) -> str:
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
-
-
-def _last_lines(text: str, n: int) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) if lines else "(empty)"
