@@ -28,6 +28,7 @@ def test_arc_statement_is_one_match_pair_per_arc() -> None:
         "  UNWIND range(0, $classes - 1) AS h\n"
         "  CREATE (a)-[:ARC {class: h, mean: $w_mean[k * $classes + h], "
         "median: $w_median[k * $classes + h],\n"
+        "                    max: $w_max[k * $classes + h], sum: $w_sum[k * $classes + h],\n"
         "                    w: round($w_mean[k * $classes + h], 3)}]->(b)\n"
         "}"
     )

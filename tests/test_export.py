@@ -47,7 +47,10 @@ def test_gexf_one_class(network: MultilayerNetwork, tmp_path: Path) -> None:
     nodes = list(root.iter(f"{GEXF}node"))
     assert len(nodes) == 8
     attrs = {a.get("for"): a.get("value") for a in nodes[5].iter(f"{GEXF}attvalue")}
-    assert attrs == {"layer": "1", "i": "0", "j": "1", "layer_name": "features.<3>", "value": "0.0"}
+    assert attrs == {
+        "layer": "1", "i": "0", "j": "1", "layer_name": "features.<3>", "value": "0.0",
+        "node_mean": "0.0", "node_median": "0.0",
+    }  # fmt: skip
     edges = gexf_edges(root)
     assert len(edges) == 16
     expected = {(u, v, [18.0, 0.0, 0.0, 9.0][u], "cat") for u in range(4) for v in range(4, 8)}
@@ -74,13 +77,14 @@ def test_graphml_one_and_all(network: MultilayerNetwork, tmp_path: Path) -> None
     edges = graph.findall(f"{GML}edge")
     assert len(edges) == 32
     first = {d.get("key"): d.text for d in edges[0].findall(f"{GML}data")}
-    assert first == {"weight": "18.0", "class": "cat"}
+    assert first == {"weight": "18.0", "class": "cat", "edge_mean": "18.0", "edge_median": "36.0"}
     assert edges[0].get("source") == "n0" and edges[0].get("target") == "n4"
     one = ET.parse(export_graphml(network, tmp_path / "dog.graphml", classes='dog & "co"')).getroot()
     node = one.find(f"{GML}graph/{GML}node")
     assert node is not None
     assert {d.get("key"): d.text for d in node.findall(f"{GML}data")} == {
         "layer": "0", "i": "0", "j": "0", "layer_name": "features.0", "value": "3.0",
+        "node_mean": "3.0", "node_median": "6.0",
     }  # fmt: skip
 
 

@@ -150,6 +150,6 @@ def test_class_without_images_is_a_data_error() -> None:
 
 def test_bad_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="descriptor"):
-        map_model(tiny_cnn(), tiny_data(), descriptor="max")
+        map_model(tiny_cnn(), tiny_data(), descriptor="mode")
     with pytest.raises(ConfigError, match="images per class"):
         map_model(tiny_cnn(), tiny_data(), images_per_class=0)

@@ -31,7 +31,9 @@ def degrees(
     ctx: typer.Context,
     model: GraphModel,
     out: Annotated[Path, typer.Option("--out", help="CSV file to write: one row per node and class.")],
-    descriptor: Annotated[str, typer.Option("--descriptor", help="Arc weight: mean or median.")] = "mean",
+    descriptor: Annotated[
+        str, typer.Option("--descriptor", help="Arc weight: mean, median, max or sum over the filters.")
+    ] = "mean",
 ) -> None:
     """Weighted in-, out- and total degree of every node in every class network (degrees.cypher)."""
     check_output_file(out)

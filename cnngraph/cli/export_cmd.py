@@ -24,7 +24,8 @@ def export_cmd(
         str | None,
         typer.Option(
             "--descriptor",
-            help="Node values giving the arc weights: mean or median \\[default: the mapping's].",
+            help="Node values giving the arc weights (the edge 'weight'): mean, median, max or sum "
+            "\\[default: the mapping's]; every descriptor is also written as an edge attribute.",
             show_default=False,
         ),
     ] = None,

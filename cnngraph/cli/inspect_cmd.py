@@ -63,7 +63,9 @@ def inspect_cmd(
     descriptor: Annotated[
         str | None,
         typer.Option(
-            "--descriptor", help="Node values to summarise: mean or median \\[default: the mapping's]."
+            "--descriptor",
+            help="Node values to summarise: mean, median, max or sum over the filters "
+            "\\[default: the mapping's].",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

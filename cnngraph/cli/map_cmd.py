@@ -113,7 +113,9 @@ def map_cmd(
         str,
         typer.Option(
             "--descriptor",
-            help="Node value used for scoring: 'mean' or 'median' over the filters (both are stored).",
+            help="Node value used for scoring by default: 'mean', 'median', 'max' or 'sum' over the "
+            "filters (all four are computed and stored; score, degrees, prune and export can pick "
+            "another).",
         ),
     ] = "mean",
     mean: Annotated[

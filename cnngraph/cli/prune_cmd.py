@@ -32,30 +32,49 @@ AggregatorOpt = Annotated[
         "--aggregator", help="Node score: entropy (the paper), mean (class-blind) or participation."
     ),
 ]
+DescriptorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--descriptor",
+        help="Arc weight the scores use: mean, median, max or sum over the filters \\[default: the "
+        "stored scores', else the mapping's]; scores of another descriptor are computed first.",
+        show_default=False,
+    ),
+]
 
 
-def fetch_or_compute_scores(ctx: typer.Context, model: str, net: Any = None, write: bool = True) -> Any:
-    """The model's node scores from Neo4j; computed there first when none are stored yet.
+def fetch_or_compute_scores(
+    ctx: typer.Context, model: str, net: Any = None, write: bool = True, descriptor: str | None = None
+) -> Any:
+    """The model's node scores from Neo4j; computed there first when none are stored yet, or when
+    the stored ones use another ``descriptor`` than the one asked for.
 
     Refuses, before computing or writing anything, a model that is not completely loaded and (given
     the checkpoint's ``net``) a graph whose layers are not the checkpoint's convolutions. With
     ``write=False`` (``prune --dry-run``) missing scores are computed in memory, not stored.
     """
     from cnngraph.loader.catalog import require_model
+    from cnngraph.mapping.network import DESCRIPTORS
     from cnngraph.queries.scoring import compute_scores, fetch_scores, preview_scores
 
+    if descriptor is not None and descriptor not in DESCRIPTORS:
+        raise ConfigError(f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}")
     database = neo4j_settings(ctx).database
     with connected(ctx) as driver:
         props = require_model(driver, model, database)
         if net is not None:
             _check_layer_count(net, model, int(props.get("num_layers", 0)))
-        if props.get("scored_descriptor") is not None:
+        stored = props.get("scored_descriptor")
+        if stored is not None and descriptor in (None, stored):
             return fetch_scores(driver, model, database=database)
+        why = f"no stored scores for '{model}'"
+        if stored is not None:
+            why = f"the stored scores of '{model}' use '{stored}', not '{descriptor}'"
         if not write:
-            console.print(f"no stored scores for '{model}'; computing them in memory (dry run)", style="dim")
-            return preview_scores(driver, model, database=database)
-        console.print(f"no stored scores for '{model}'; computing them in Neo4j", style="dim")
-        return compute_scores(driver, model, database=database)
+            console.print(f"{why}; computing them in memory (dry run)", style="dim")
+            return preview_scores(driver, model, descriptor, database=database)
+        console.print(f"{why}; computing them in Neo4j", style="dim")
+        return compute_scores(driver, model, descriptor, database=database)
 
 
 def _check_layer_count(net: Any, model: str, layers: int) -> None:
@@ -198,6 +217,7 @@ def prune_cmd(
     stat: StatOpt = "mean",
     rule: RuleOpt = "any",
     aggregator: AggregatorOpt = "entropy",
+    descriptor: DescriptorOpt = None,
     select: Annotated[
         str,
         typer.Option(
@@ -243,7 +263,7 @@ def prune_cmd(
     if not dry_run and options.epochs > 0:  # precision only matters to the fine-tune
         warn_precision(options.precision, options.device)
     net, spec, train_data, test_data = load_trained(ctx, model, checkpoint, data, arch)
-    scores = fetch_or_compute_scores(ctx, model, net, write=not dry_run)
+    scores = fetch_or_compute_scores(ctx, model, net, write=not dry_run, descriptor=descriptor)
     check_layers(net, scores)
     if dry_run:
         selection = choose_layers(net, scores, options)

@@ -38,7 +38,9 @@ def score(
     descriptor: Annotated[
         str | None,
         typer.Option(
-            "--descriptor", help="Arc weight: mean or median \\[default: the mapping's].", show_default=False
+            "--descriptor",
+            help="Arc weight: mean, median, max or sum over the filters \\[default: the mapping's].",
+            show_default=False,
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-layer summary as JSON.")] = False,

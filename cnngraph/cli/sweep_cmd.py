@@ -11,7 +11,7 @@ from rich.table import Table
 from cnngraph import __version__
 from cnngraph.cli import prune_cmd
 from cnngraph.cli.common import GraphModel, console, handle_errors
-from cnngraph.cli.prune_cmd import AggregatorOpt, ArchOpt, RuleOpt, StatOpt, load_trained
+from cnngraph.cli.prune_cmd import AggregatorOpt, ArchOpt, DescriptorOpt, RuleOpt, StatOpt, load_trained
 from cnngraph.cli.train_cmd import training_progress
 from cnngraph.errors import ConfigError
 
@@ -36,6 +36,7 @@ def sweep_cmd(
     stat: StatOpt = "mean",
     rule: RuleOpt = "any",
     aggregator: AggregatorOpt = "entropy",
+    descriptor: DescriptorOpt = None,
     finetune_epochs: Annotated[
         int,
         typer.Option(
@@ -75,7 +76,7 @@ def sweep_cmd(
     net = train_data = test_data = None
     if checkpoint is not None:
         net, _, train_data, test_data = load_trained(ctx, model, checkpoint, data, arch)
-    scores = prune_cmd.fetch_or_compute_scores(ctx, model, net)
+    scores = prune_cmd.fetch_or_compute_scores(ctx, model, net, descriptor=descriptor)
     if net is not None:
         check_layers(net, scores)
     bar, update = training_progress("sweeping gamma")
@@ -84,6 +85,7 @@ def sweep_cmd(
     document = {
         "cnngraph_version": __version__,
         "model": model,
+        "descriptor": scores.descriptor,
         "options": options.to_dict(),
         "units": "model" if net is not None else "every convolution a chain unit",
         "rows": [r.to_dict() for r in rows],
@@ -96,7 +98,9 @@ def sweep_cmd(
     if as_json:
         console.print_json(dumps(document))
         return
-    table = Table(title=f"gamma sweep of '{model}' ({aggregator}, {stat}, rule {rule})")
+    table = Table(
+        title=f"gamma sweep of '{model}' ({aggregator} of {scores.descriptor} weights, {stat}, rule {rule})"
+    )
     if net is None:
         table.caption = "no --checkpoint: every convolution counted as a chain unit (VGG-style)"
     for name in ("gamma", "threshold", "units removed", "convolutions removed", "removed", "accuracy"):

@@ -39,8 +39,8 @@ def checksum(network: MultilayerNetwork) -> str:
 
 
 def stored_descriptors(network: MultilayerNetwork) -> list[str]:
-    """The descriptors that become ARC properties (those known to the graph model)."""
-    return [d for d in DESCRIPTORS if d in network.node_values]
+    """The descriptors that become ARC properties: every one the mapping has (docs/METHOD.md section 9)."""
+    return network.descriptors
 
 
 def model_properties(

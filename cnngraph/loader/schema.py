@@ -5,7 +5,7 @@ Graph model (docs/GRAPH.md)::
     (:Model {id})-[:HAS_LAYER]->(:Layer {model, index})
     (:Model {id})-[:HAS_CLASS]->(:Class {model, index})
     (:Layer)-[:FEEDS {via, arcs}]->(:Layer)   the layer DAG (docs/METHOD.md section 8)
-    (:Position:L<k> {model, layer, i, j, nid})-[:ARC {class, mean, median}]->(:Position)
+    (:Position:L<k> {model, layer, i, j, nid})-[:ARC {class, mean, median, max, sum, w}]->(:Position)
 
 Every node carries its model id, so several models live side by side in one database.
 Community edition has uniqueness constraints (also composite ones) but no node keys.
@@ -66,12 +66,13 @@ CALL (k) {
   MATCH (b:Position {model: $model, nid: $dst[k]}) USING INDEX SEEK b:Position(model, nid)
   UNWIND range(0, $classes - 1) AS h
   CREATE (a)-[:ARC {class: h, mean: $w_mean[k * $classes + h], median: $w_median[k * $classes + h],
+                    max: $w_max[k * $classes + h], sum: $w_sum[k * $classes + h],
                     w: round($w_mean[k * $classes + h], 3)}]->(b)
 }
 """
 
-# The compact layout (load --layout compact): one relationship per arc whose mean and median are
-# lists indexed by class (weights [arc, class] row-major, so arc k's list is one slice). A batch's
+# The compact layout (load --layout compact): one relationship per arc whose mean, median, max and
+# sum are lists indexed by class (weights [arc, class] row-major, so arc k's list is one slice). A batch's
 # sources and targets are two contiguous nid ranges, read with one index range seek each instead of
 # two seeks per arc (twice the speed); an endpoint whose nid does not match (a position missing from
 # the range) becomes null, and CREATE then fails the whole batch rather than misplace an arc.
@@ -90,12 +91,15 @@ UNWIND range(0, size($src) - 1) AS k
 WITH k, sources[$src[k] - $src_lo] AS a, targets[$dst[k] - $dst_lo] AS b
 WITH k, CASE WHEN a.nid = $src[k] THEN a END AS a, CASE WHEN b.nid = $dst[k] THEN b END AS b
 CREATE (a)-[:ARC {mean: $w_mean[k * $classes .. (k + 1) * $classes],
-                  median: $w_median[k * $classes .. (k + 1) * $classes]}]->(b)
+                  median: $w_median[k * $classes .. (k + 1) * $classes],
+                  max: $w_max[k * $classes .. (k + 1) * $classes],
+                  sum: $w_sum[k * $classes .. (k + 1) * $classes]}]->(b)
 """
 
 LAYOUTS = ("per-class", "compact")
-"""How arcs are stored: one ``:ARC {class, mean, median}`` per arc and class (the default, each
-class network a relationship set of its own), or one ``:ARC {mean: [t], median: [t]}`` per arc."""
+"""How arcs are stored: one ``:ARC {class, mean, median, max, sum, w}`` per arc and class (the default,
+each class network a relationship set of its own), or one ``:ARC {mean: [t], median: [t], max: [t],
+sum: [t]}`` per arc (a weight per descriptor, docs/METHOD.md section 9; one the mapping lacks is absent)."""
 
 ADVANCE_NODES = "MATCH (m:Model {id: $model}) SET m.nodes_loaded = $loaded"
 

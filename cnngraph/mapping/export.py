@@ -1,8 +1,11 @@
 """Export class networks to GEXF and GraphML (for Gephi and friends).
 
 One class network, several or all of them: with more than one class every arc appears once per
-class, its ``class`` attribute saying which. Files are written as a stream of text lines built
-with numpy string operations in chunks, to a temporary name that is renamed at the end.
+class, its ``class`` attribute saying which. An edge's ``weight`` is its weight under the chosen
+descriptor; every descriptor the mapping has (``mean``, ``median``, ``max``, ``sum``, docs/METHOD.md
+section 9) is also an edge attribute, and with one class a node attribute (its value). Files are
+written as a stream of text lines built with numpy string operations in chunks, to a temporary
+name that is renamed at the end.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def _layer_names(network: MultilayerNetwork) -> np.ndarray:
 
 def _gexf(fh: IO[str], network: MultilayerNetwork, classes: list[int], descriptor: str) -> None:
     values = network.values(descriptor)
+    every = {d: network.values(d) for d in network.descriptors}
     single = len(classes) == 1
     names = _layer_names(network)
     fh.write('<?xml version="1.0" encoding="UTF-8"?>\n<gexf xmlns="http://gexf.net/1.3" version="1.3">\n')
@@ -117,19 +121,27 @@ def _gexf(fh: IO[str], network: MultilayerNetwork, classes: list[int], descripto
         fh.write(f'<attribute id="{key}" title="{key}" type="{typ}"/>\n')
     if single:
         fh.write('<attribute id="value" title="value" type="float"/>\n')
+        for d in every:
+            fh.write(f'<attribute id="node_{d}" title="{d}" type="float"/>\n')
     fh.write(
         '</attributes>\n<attributes class="edge">\n<attribute id="class" title="class" type="string"/>\n'
     )
+    for d in every:
+        fh.write(f'<attribute id="edge_{d}" title="{d}" type="float"/>\n')
     fh.write("</attributes>\n<nodes>\n")
     for ids, layer, i, j in _node_chunks(network):
-        value = values[classes[0], ids] if single else None
+        extra: list[str | np.ndarray] = []
+        if single:
+            extra += ['<attvalue for="value" value="', values[classes[0], ids], '"/>']
+            for d, v in every.items():
+                extra += [f'<attvalue for="node_{d}" value="', v[classes[0], ids], '"/>']
         fh.write(
             _join(
                 '<node id="', ids, '" label="', layer, ":", i, ",", j,
                 '"><attvalues><attvalue for="layer" value="', layer,
                 '"/><attvalue for="i" value="', i, '"/><attvalue for="j" value="', j,
                 '"/><attvalue for="layer_name" value="', names[layer], '"/>',
-                *(('<attvalue for="value" value="', value, '"/>') if value is not None else ()),
+                *extra,
                 "</attvalues></node>",
             )
         )  # fmt: skip
@@ -139,11 +151,14 @@ def _gexf(fh: IO[str], network: MultilayerNetwork, classes: list[int], descripto
         kind = f" kind={cls}" if not single else ""
         offset = 0 if single else h * network.topology.num_arcs
         for ids, src, dst, weight_node in _arc_chunks(network):
+            per_descriptor: list[str | np.ndarray] = []
+            for d, v in every.items():
+                per_descriptor += [f'<attvalue for="edge_{d}" value="', v[h, weight_node], '"/>']
             fh.write(
                 _join(
                     '<edge id="', ids + offset, '" source="', src, '" target="', dst, f'"{kind} weight="',
                     values[h, weight_node], f'"><attvalues><attvalue for="class" value={cls}/>',
-                    "</attvalues></edge>",
+                    *per_descriptor, "</attvalues></edge>",
                 )
             )  # fmt: skip
     fh.write("</edges>\n</graph>\n</gexf>\n")
@@ -151,6 +166,7 @@ def _gexf(fh: IO[str], network: MultilayerNetwork, classes: list[int], descripto
 
 def _graphml(fh: IO[str], network: MultilayerNetwork, classes: list[int], descriptor: str) -> None:
     values = network.values(descriptor)
+    every = {d: network.values(d) for d in network.descriptors}
     single = len(classes) == 1
     names = _layer_names(network)
     fh.write(
@@ -166,27 +182,37 @@ def _graphml(fh: IO[str], network: MultilayerNetwork, classes: list[int], descri
     ]
     if single:
         keys.append(("value", "node", "double"))
+        keys += [(f"node_{d}", "node", "double") for d in every]
     keys += [("weight", "edge", "double"), ("class", "edge", "string")]
+    keys += [(f"edge_{d}", "edge", "double") for d in every]
     for key, target, typ in keys:
-        fh.write(f'<key id="{key}" for="{target}" attr.name="{key}" attr.type="{typ}"/>\n')
+        name = key.split("_", 1)[1] if key.startswith(("node_", "edge_")) else key
+        fh.write(f'<key id="{key}" for="{target}" attr.name="{name}" attr.type="{typ}"/>\n')
     fh.write('<graph id="G" edgedefault="directed">\n')
     for ids, layer, i, j in _node_chunks(network):
-        value = values[classes[0], ids] if single else None
+        extra: list[str | np.ndarray] = []
+        if single:
+            extra += ['<data key="value">', values[classes[0], ids], "</data>"]
+            for d, v in every.items():
+                extra += [f'<data key="node_{d}">', v[classes[0], ids], "</data>"]
         fh.write(
             _join(
                 '<node id="n', ids, '"><data key="layer">', layer, '</data><data key="i">', i,
                 '</data><data key="j">', j, '</data><data key="layer_name">', names[layer], "</data>",
-                *(('<data key="value">', value, "</data>") if value is not None else ()),
-                "</node>",
+                *extra, "</node>",
             )
         )  # fmt: skip
     for h in classes:
         cls = escape(network.class_names[h])
         for _, src, dst, weight_node in _arc_chunks(network):
+            per_descriptor: list[str | np.ndarray] = []
+            for d, v in every.items():
+                per_descriptor += [f'<data key="edge_{d}">', v[h, weight_node], "</data>"]
             fh.write(
                 _join(
                     '<edge source="n', src, '" target="n', dst, '"><data key="weight">',
-                    values[h, weight_node], f'</data><data key="class">{cls}</data></edge>',
+                    values[h, weight_node], f'</data><data key="class">{cls}</data>',
+                    *per_descriptor, "</edge>",
                 )
             )  # fmt: skip
     fh.write("</graph>\n</graphml>\n")

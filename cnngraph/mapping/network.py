@@ -27,7 +27,8 @@ from cnngraph.errors import MappingFileError
 from cnngraph.files import partial_path
 
 FORMAT_VERSION = 2
-DESCRIPTORS = ("mean", "median")
+DESCRIPTORS = ("mean", "median", "max", "sum")
+"""The node values over the filters a mapping stores (docs/METHOD.md sections 2 and 9), in this order."""
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,20 @@ class MultilayerNetwork:
         """Arc weights ``[t, E]`` (or of a slice of arcs) for one descriptor."""
         return self.values(descriptor)[:, self.topology.arc_weight_nodes(arcs)]
 
+    @property
+    def descriptors(self) -> list[str]:
+        """The descriptors this network has node values for, in :data:`DESCRIPTORS` order."""
+        return [d for d in DESCRIPTORS if d in self.node_values]
+
     def values(self, descriptor: str) -> np.ndarray:
-        if descriptor not in self.node_values:
+        """Node values ``[t, N]`` of one descriptor; a one-line error for one it lacks."""
+        if descriptor not in DESCRIPTORS:
             raise MappingFileError(f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}")
+        if descriptor not in self.node_values:
+            raise MappingFileError(
+                f"this mapping has no '{descriptor}' node values (it was made by an older cnngraph); "
+                f"use {' or '.join(self.descriptors)}, or map the model again"
+            )
         return self.node_values[descriptor]
 
     # ----------------------------------------------------------------- storage
@@ -282,6 +294,9 @@ def _validated(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) 
         values = {k[len("values_") :]: v for k, v in arrays.items() if k.startswith("values_")}
         if not values:
             raise _Invalid("it holds no node values")
+        unknown = sorted(set(values) - set(DESCRIPTORS))
+        if unknown:
+            raise _Invalid(f"'values_{unknown[0]}' is not a descriptor ({', '.join(DESCRIPTORS)})")
         for name, v in values.items():
             if v.dtype.kind != "f" or v.shape != (t, topology.num_nodes):
                 expected = f"floats [{t}, {topology.num_nodes}]"
@@ -293,7 +308,7 @@ def _validated(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) 
     return MultilayerNetwork(
         topology=topology,
         class_names=list(names),
-        node_values=values,
+        node_values={d: values[d] for d in DESCRIPTORS if d in values},
         images_per_class=images,
         model=dict(model),
         options=dict(options),

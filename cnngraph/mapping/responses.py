@@ -214,4 +214,4 @@ def class_responses(
         model, traced, images, class_indices,
         response=response, batch_size=batch_size, device=device, progress=progress,
     )  # fmt: skip
-    return node_values(means)
+    return node_values(means, FILTER_DESCRIPTORS)

@@ -205,6 +205,7 @@ def prune_model(
         options.to_dict(),
         extra={
             "model": scores.model,
+            "descriptor": scores.descriptor,
             "spec": spec.to_dict(),
             "convolutions": names,
             "units": [u.to_dict() for u in units],

@@ -3,6 +3,7 @@
 // In Neo4j Browser first run:
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'
+// (descriptor: 'mean', 'median', 'max' or 'sum', the node values weighing the arcs; docs/METHOD.md 9)
 MATCH (m:Model {id: $model})
 WITH range(0, m.num_classes - 1) AS classes
 MATCH (p:Position {model: $model})

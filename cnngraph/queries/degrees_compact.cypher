@@ -1,9 +1,10 @@
-// degrees.cypher for a model loaded with --layout compact (one :ARC per arc, whose mean and
-// median are lists indexed by class): per-class weighted in-, out- and total degree of every node
+// degrees.cypher for a model loaded with --layout compact (one :ARC per arc, whose mean, median,
+// max and sum are lists indexed by class): per-class weighted in-, out- and total degree of every node
 // (docs/METHOD.md section 4). One row per node; indexes h of the lists are the class networks.
 // In Neo4j Browser first run:
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'
+// (descriptor: 'mean', 'median', 'max' or 'sum', the node values weighing the arcs; docs/METHOD.md 9)
 MATCH (m:Model {id: $model})
 WITH range(0, m.num_classes - 1) AS classes
 MATCH (p:Position {model: $model})

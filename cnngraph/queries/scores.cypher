@@ -9,6 +9,7 @@
 // Writes run in batches, so run this as its own query (in Neo4j Browser prefix it with :auto).
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'
+// (descriptor: 'mean', 'median', 'max' or 'sum', the node values weighing the arcs; docs/METHOD.md 9)
 MATCH (m:Model {id: $model})
 WITH m.num_classes AS t
 MATCH (p:Position {model: $model})

@@ -1,5 +1,5 @@
-// scores.cypher for a model loaded with --layout compact (one :ARC per arc, whose mean and
-// median are lists indexed by class): delta of every node (docs/METHOD.md section 4), written back.
+// scores.cypher for a model loaded with --layout compact (one :ARC per arc, whose mean, median,
+// max and sum are lists indexed by class): delta of every node (docs/METHOD.md section 4), written back.
 // d[h] = |weighted in- plus out-degree of the node in class network h|, the sum of element h of
 // the weight lists of its arcs (docs/METHOD.md sections 4 and 8: the absolute value, since a block
 // ending at a batch norm, or response = conv, can be negative); p[h] = d[h] / sum(d):
@@ -10,6 +10,7 @@
 // Writes run in batches, so run this as its own query (in Neo4j Browser prefix it with :auto).
 //   :param model => 'vgg16_bn'
 //   :param descriptor => 'mean'
+// (descriptor: 'mean', 'median', 'max' or 'sum', the node values weighing the arcs; docs/METHOD.md 9)
 MATCH (m:Model {id: $model})
 WITH m.num_classes AS t
 MATCH (p:Position {model: $model})

@@ -160,9 +160,12 @@ def top_nodes(driver: Driver, model: str, k: int = 25, database: str | None = No
 def _check_descriptor(descriptor: str, props: dict[str, Any]) -> str:
     """Only a known descriptor that the model stores may reach ``r[$descriptor]``."""
     stored = list(props.get("descriptors", DESCRIPTORS))
-    if descriptor not in DESCRIPTORS or descriptor not in stored:
+    if descriptor not in DESCRIPTORS:
+        raise ConfigError(f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}")
+    if descriptor not in stored:
         raise ConfigError(
-            f"unknown descriptor '{descriptor}' for model '{props['id']}'; use {' or '.join(stored)}"
+            f"model '{props['id']}' stores no '{descriptor}' arc weights (mapped by an older cnngraph); "
+            f"use {' or '.join(stored)}, or map the model again and load it with --replace"
         )
     return descriptor
 
