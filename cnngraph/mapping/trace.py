@@ -10,14 +10,14 @@ activations that directly and only consume it) gives its response.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from cnngraph.errors import ModelError
 from cnngraph.mapping.feeds import (
@@ -143,58 +143,142 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
         model.train(was_training)
 
 
-def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_shape: tuple[int, int, int]) -> None:
-    """Record every node's output shape by one forward pass of a zero input.
+class ShapeMeta(NamedTuple):
+    """What shape propagation records of a tensor (``node.meta['tensor_meta']``)."""
 
-    A failure is reported by its cause only: the channels the first convolution expects, or the
-    module that failed and why. torch's ShapeProp prints its own traceback to stderr; it is silenced.
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph node by node, recording each tensor's shape; remembers the node running.
+
+    On meta tensors a batch norm's output is its input's shape: it is not computed (PyTorch's
+    meta batch norm is a slow Python decomposition), only its channel count is checked.
     """
-    import contextlib
-    import io
 
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.running: fx.Node | None = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.running = n
+        result = super().run_node(n)
+        n.meta["tensor_meta"] = _shape_meta(result)
+        if n.meta["tensor_meta"] is None and _constant(result):
+            n.meta["value"] = tuple(result) if isinstance(result, torch.Size) else result
+        return result
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        module = self.fetch_attr(target)
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if (
+            isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and isinstance(x, torch.Tensor)
+            and x.is_meta
+            and x.dim() > 1
+            and x.shape[1] == module.num_features
+        ):
+            return torch.empty_like(x)
+        return super().call_module(target, args, kwargs)
+
+
+class _Propagate(nn.Module):
+    """Holds the graph module so that ``torch.func.functional_call`` can swap its tensors."""
+
+    def __init__(self, recorder: _ShapeRecorder) -> None:
+        super().__init__()
+        self.gm = recorder.module
+        self.recorder = recorder
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.recorder.run(x)
+
+
+def _shape_meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return ShapeMeta(value.shape, value.dtype)
+    if isinstance(value, tuple | list) and any(isinstance(v, torch.Tensor) for v in value):
+        return tuple(_shape_meta(v) for v in value)
+    return None
+
+
+def _constant(value: Any) -> bool:
+    """A size or an index worth keeping for the feeds (``x.size(1) // 2`` in a slice)."""
+    if isinstance(value, tuple | list):
+        return all(isinstance(v, int | float | bool) for v in value)
+    return isinstance(value, int | float | bool)
+
+
+def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    """Record every node's output shape, without computing anything when possible.
+
+    The graph runs on meta tensors (shapes only): the model's parameters and buffers are swapped
+    for meta copies during the run (``torch.func.functional_call``), so a model built on the meta
+    device maps too. Should the meta run fail (an operation without a meta kernel, a plain tensor
+    attribute), one real forward pass of a zero input gives the shapes, or the error. A failure is
+    reported by its cause only: the channels the first convolution expects, or the module that
+    failed and why.
+    """
     was_training = model.training
     model.eval()
-    running: list[fx.Node] = []
-
-    class RecordingShapeProp(ShapeProp):
-        def run_node(self, n: fx.Node) -> Any:
-            running[:] = [n]
-            return super().run_node(n)
-
+    gm.eval()
+    recorder = _ShapeRecorder(gm)
+    tensors = {**dict(gm.named_parameters()), **dict(gm.named_buffers())}  # tied ones once
+    on_meta = any(t.is_meta for t in tensors.values())
     try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-            RecordingShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
-    except Exception as e:
-        modules = dict(gm.named_modules())
-        convs = [
-            n
-            for n in gm.graph.nodes
-            if n.op == "call_module" and isinstance(modules[str(n.target)], nn.Conv2d)
-        ]
-        node = running[0] if running else None
-        if convs and node is convs[0]:
-            expected = modules[str(node.target)].in_channels  # type: ignore[union-attr]
-            if expected != input_shape[0]:
-                raise ModelError(
-                    f"model expects {expected} input channels, the images have {input_shape[0]}"
-                ) from None
-        cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        if node is None:
-            where = type(model).__name__
-        elif node.op == "call_module":
-            where = f"'{node.target}' ({type(modules[str(node.target)]).__name__})"
-        else:
-            where = f"'{node.name}'"
-        c, h, w = input_shape
-        raise ModelError(
-            f"a forward pass of {type(model).__name__} on {c}x{h}x{w} images fails at {where}: {reason}; "
-            "the images do not fit the model (check their size and channels)"
-        ) from None
+        meta = {f"gm.{k}": t if t.is_meta else torch.empty_like(t, device="meta") for k, t in tensors.items()}
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.func.functional_call(
+                    _Propagate(recorder), meta, (torch.zeros(1, *input_shape, device="meta"),)
+                )
+            return
+        except Exception as e:
+            if on_meta:
+                raise _fit_error(gm, model, input_shape, recorder.running, e) from None
+        device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
+        recorder = _ShapeRecorder(gm)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                recorder.run(torch.zeros(1, *input_shape, device=device))
+        except Exception as e:
+            raise _fit_error(gm, model, input_shape, recorder.running, e) from None
     finally:
         model.train(was_training)
+
+
+def _fit_error(
+    gm: fx.GraphModule,
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    node: fx.Node | None,
+    e: Exception,
+) -> ModelError:
+    """The one-line error of a failed shape propagation at ``node``."""
+    modules = dict(gm.named_modules())
+    convs = [
+        n for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules[str(n.target)], nn.Conv2d)
+    ]
+    if convs and node is convs[0]:
+        expected = modules[str(node.target)].in_channels  # type: ignore[union-attr]
+        if expected != input_shape[0]:
+            return ModelError(f"model expects {expected} input channels, the images have {input_shape[0]}")
+    cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if node is None:
+        where = type(model).__name__
+    elif node.op == "call_module":
+        where = f"'{node.target}' ({type(modules[str(node.target)]).__name__})"
+    else:
+        where = f"'{node.name}'"
+    c, h, w = input_shape
+    return ModelError(
+        f"a forward pass of {type(model).__name__} on {c}x{h}x{w} images fails at {where}: {reason}; "
+        "the images do not fit the model (check their size and channels)"
+    )
 
 
 def _shape(node: fx.Node) -> tuple[int, int, int]:
