@@ -1,4 +1,4 @@
-"""Labelled image data: ImageFolder directories, ``.npz`` files and the built-in demo set.
+"""Labelled image data: ImageFolder directories, ``.npz`` files, CIFAR and IDX folders, a demo set.
 
 Sources:
 
@@ -7,7 +7,12 @@ Sources:
 - an ``.npz`` with ``images`` ([N,H,W], [N,H,W,C] or [N,C,H,W] with C of 1 to 4 channels; uint8 is
   scaled to [0,1], floats are used as they are), integer ``labels`` and optional ``classes``;
 - ``builtin:digits``: the 1,797 8x8 handwritten digits that scikit-learn ships inside its wheel
-  (UCI ML digits), upscaled to 16x16; no download at run time.
+  (UCI ML digits), upscaled to 16x16; no download at run time;
+- a CIFAR-10 or CIFAR-100 folder as its publishers ship it (``cifar-10-batches-py/``,
+  ``cifar-100-python/``, or a folder holding one) and an IDX folder (MNIST, Fashion-MNIST:
+  ``train-images-idx3-ubyte`` ..., optionally ``.gz``): ``split`` is ``train`` (the default) or
+  ``test``; ``FOLDER?labels=coarse`` takes CIFAR-100's 20 coarse classes. Read by
+  :mod:`cnngraph.dataset_formats` (CIFAR's pickles through a restricted unpickler).
 
 Images are kept as one float32 tensor [N, C, H, W]; decoded ImageFolder trees are cached as
 ``.npz`` under ``~/.cache/cnngraph`` (``CNNGRAPH_CACHE``) so the JPEGs are decoded only once.
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnngraph.errors import DataError
+from cnngraph.errors import DataError, counted
 from cnngraph.files import partial_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -75,7 +80,7 @@ def _per_channel(values: Sequence[float], channels: int, what: str) -> torch.Ten
     if len(values) == 1:
         values = list(values) * channels
     if len(values) != channels:
-        raise DataError(f"{what} has {len(values)} values but the images have {channels} channels")
+        raise DataError(f"{what} has {len(values)} values but the images have {counted(channels, 'channel')}")
     return torch.tensor(list(values), dtype=torch.float32)
 
 
@@ -91,10 +96,14 @@ def _read(source: str | Path, split: str | None) -> ImageDataset:
     if text.startswith("builtin:"):
         _no_split(text, split)
         return _builtin(text.split(":", 1)[1])
+    folder = _published_format(text, split)
+    if folder is not None:
+        return folder
     path = Path(source)
     if not path.exists():
         raise DataError(
-            f"dataset '{path}' does not exist; give an ImageFolder directory, an .npz or builtin:digits"
+            f"dataset '{path}' does not exist; give an ImageFolder directory, an .npz, a CIFAR or IDX "
+            "folder, or builtin:digits"
         )
     if path.is_dir():
         if split is not None:
@@ -106,6 +115,40 @@ def _read(source: str | Path, split: str | None) -> ImageDataset:
         _no_split(text, split)
         return _npz(path)
     raise DataError(f"cannot read dataset '{path}': give an ImageFolder directory or an .npz file")
+
+
+def _published_format(text: str, split: str | None) -> ImageDataset | None:
+    """A CIFAR or IDX folder (see the module docstring), else None."""
+    from cnngraph import dataset_formats as fmt
+
+    path, options = Path(text), ""
+    if not path.exists() and "?" in text:
+        base, _, options = text.partition("?")
+        path = Path(base)
+    if not path.is_dir():
+        return None
+    cifar10, cifar100 = fmt.cifar10_folder(path), fmt.cifar100_folder(path)
+    idx = cifar10 is None and cifar100 is None and fmt.is_idx_folder(path)
+    if cifar10 is None and cifar100 is None and not idx:
+        return None
+    labels = "fine"
+    for item in filter(None, options.split("&")):
+        key, _, value = item.partition("=")
+        if cifar100 is None or key != "labels":
+            raise DataError(
+                f"dataset option '{item}' is unknown; the one option is labels=coarse (or fine) of a "
+                "CIFAR-100 folder"
+            )
+        labels = value
+    chosen = fmt.check_split(text, split)
+    if cifar10 is not None:
+        raw = fmt.read_cifar10(cifar10, chosen)
+    elif cifar100 is not None:
+        raw = fmt.read_cifar100(cifar100, chosen, labels)
+    else:
+        raw = fmt.read_idx_folder(path, chosen)
+    tensor = _to_float(raw.images)
+    return ImageDataset(tensor, torch.from_numpy(raw.labels), raw.class_names, raw.source)
 
 
 def _no_split(source: str, split: str | None) -> None:
@@ -162,7 +205,8 @@ def _npz(path: Path) -> ImageDataset:
         raise DataError(f"'{path}': images must be numbers, got dtype {images.dtype}")
     images = _channels_first(images, path)
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"'{path}': {images.shape[0]} images but {labels.shape[0]} labels")
+        n, m = counted(images.shape[0], "image"), counted(labels.shape[0], "label")
+        raise DataError(f"'{path}': {n} but {m}")
     if labels.size and labels.min() < 0:
         raise DataError(f"'{path}': labels must be non-negative class indices")
     tensor = _to_float(images)
@@ -380,7 +424,9 @@ def _class_index(item: str | int, by_name: dict[str, int], total: int) -> int:
             f"{', ...' if total > 5 else ''}) or an index 0..{total - 1}"
         ) from None
     if not 0 <= h < total:
-        raise DataError(f"class index {h} is out of range; the dataset has {total} classes (0..{total - 1})")
+        raise DataError(
+            f"class index {h} is out of range; the dataset has {counted(total, 'class')} (0..{total - 1})"
+        )
     return h
 
 

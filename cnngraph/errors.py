@@ -7,6 +7,13 @@ line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` with its noun in the right number: ``1 image``, ``2 images``, ``1 class``, ``3 classes``."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {plural or (noun + 'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else noun + 's')}"
+
+
 class CnnGraphError(Exception):
     """Base class: a problem the user can fix; the message names it and what to do."""
 

@@ -81,7 +81,7 @@ def test_map_inspect_export(cli_app: typer.Typer, files: dict[str, Path], tmp_pa
     )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     out = result.stdout  # type: ignore[attr-defined]
-    assert "class 'a' has only 2 images" in out and "class 'b' has only 1 images" in out
+    assert "class 'a' has only 2 images" in out and "class 'b' has only 1 image;" in out
     assert "8 nodes, 16 arcs per class" in out
     assert f"wrote {files['out']}" in out.replace("\n", "")
     net = MultilayerNetwork.load(files["out"])

@@ -16,6 +16,7 @@ from cnngraph.cli.common import (
     handle_errors,
     neo4j_settings,
 )
+from cnngraph.errors import counted
 from cnngraph.files import partial_path
 from cnngraph.queries.scoring import DegreeTable, compute_degrees
 
@@ -41,7 +42,7 @@ def degrees(
         table = compute_degrees(driver, model, descriptor, database=neo4j_settings(ctx).database)
     write_degrees_csv(table, out)
     t, n = table.indegree.shape
-    console.print(f"wrote {n * t:,} rows ({n:,} nodes x {t} classes) to {out}")
+    console.print(f"wrote {n * t:,} rows ({n:,} nodes x {counted(t, 'class')}) to {out}")
 
 
 def write_degrees_csv(table: DegreeTable, path: Path) -> None:

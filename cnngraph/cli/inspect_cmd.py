@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cnngraph.cli.common import console, handle_errors, load_mapping
+from cnngraph.errors import counted
 
 if TYPE_CHECKING:
     from cnngraph.mapping.network import MultilayerNetwork
@@ -36,7 +37,7 @@ def print_summary(network: MultilayerNetwork, descriptor: str) -> None:
     summary = network_summary(network, descriptor)
     console.print(
         f"{summary['nodes']:,} nodes, {summary['arcs_per_class']:,} arcs per class, "
-        f"{network.num_classes} classes"
+        f"{counted(network.num_classes, 'class')}"
     )
     subset = network.options.get("class_indices")
     if subset is not None:

@@ -20,6 +20,7 @@ from cnngraph.cli.common import (
     progress,
 )
 from cnngraph.cli.interrupts import between_transactions
+from cnngraph.errors import counted
 from cnngraph.loader.catalog import check_model_name
 from cnngraph.loader.writer import DEFAULT_BATCH, LoadReport, check_layout, load_network
 
@@ -143,9 +144,10 @@ def _print(report: LoadReport, as_json: bool) -> None:
     classes = report.relationships // max(report.arcs, 1)
     deleted = f" (after {report.delete_seconds:.1f} s deleting the old one)" if report.delete_seconds else ""
     stored = (
-        f"{report.arcs:,} arcs (compact layout: one relationship each, weights of {report.classes} classes)"
+        f"{report.arcs:,} arcs (compact layout: one relationship each, weights of "
+        f"{counted(report.classes, 'class')})"
         if report.layout == "compact"
-        else f"{report.relationships:,} relationships ({report.arcs:,} arcs x {classes} classes)"
+        else f"{report.relationships:,} relationships ({report.arcs:,} arcs x {counted(classes, 'class')})"
     )
     console.print(
         f"model '{report.model}' {report.status}: {report.nodes:,} positions, {stored} "

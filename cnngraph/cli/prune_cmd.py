@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cnngraph.cli.common import GraphModel, connected, console, handle_errors, neo4j_settings
 from cnngraph.cli.train_cmd import AugmentOpt, PrecisionOpt, ScheduleOpt, training_progress, warn_precision
-from cnngraph.errors import ConfigError, PruningError
+from cnngraph.errors import ConfigError, PruningError, counted
 
 GammaOpt = Annotated[
     float, typer.Option("--gamma", help="Threshold factor: th = gamma x stat(delta) over all nodes.")
@@ -84,8 +84,8 @@ def _check_layer_count(net: Any, model: str, layers: int) -> None:
     convolutions = len(conv_names(net))
     if layers != convolutions:
         raise PruningError(
-            f"graph model '{model}' has {layers} layers but the checkpoint's model has "
-            f"{convolutions} convolutions; map and load this checkpoint first"
+            f"graph model '{model}' has {counted(layers, 'layer')} but the checkpoint's model has "
+            f"{counted(convolutions, 'convolution')}; map and load this checkpoint first"
         )
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnngraph.datasets import ImageDataset
-from cnngraph.errors import ConfigError, PruningError
+from cnngraph.errors import ConfigError, PruningError, counted
 from cnngraph.models import ModelSpec
 from cnngraph.pruner import plots
 from cnngraph.pruner.metrics import LATENCY_REPEATS, Summary, evaluate, measure
@@ -166,8 +166,8 @@ def check_layers(model: nn.Module, scores: NodeScores, units: list[Unit] | None 
     names = [by_index[k] for k in sorted(by_index)]
     if scores.num_layers != len(names):
         raise PruningError(
-            f"graph model '{scores.model}' has {scores.num_layers} layers but the checkpoint's model has "
-            f"{len(names)} convolutions; map and load this checkpoint first"
+            f"graph model '{scores.model}' has {counted(scores.num_layers, 'layer')} but the checkpoint's "
+            f"model has {counted(len(names), 'convolution')}; map and load this checkpoint first"
         )
     return names
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnngraph.errors import ConfigError
+from cnngraph.errors import ConfigError, counted
 from cnngraph.pruner.units import NOT_REMOVABLE, Unit, chain_units
 from cnngraph.scores import NodeScores
 
@@ -277,7 +277,8 @@ def _unit_of_node(scores: NodeScores, units: Sequence[Unit]) -> np.ndarray:
     m = sum(len(u.convs) for u in units)
     if scores.num_layers != m:
         raise ConfigError(
-            f"the scores cover {scores.num_layers} layers but the model has {m} convolutions; "
+            f"the scores cover {counted(scores.num_layers, 'layer')} but the model has "
+            f"{counted(m, 'convolution')}; "
             "map the same model that is pruned"
         )
     lookup = np.empty(m, dtype=np.int64)
