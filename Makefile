@@ -11,9 +11,9 @@ export CNNGRAPH_STATE_DIR ?= $(CURDIR)/.cnngraph/neo4j
 JAVA_SOURCES := $(shell find server/src -name '*.java')
 CODE := cnngraph tests bench
 
-.PHONY: install launcher lint test demo bench clean
+.PHONY: install launcher lint test smoke demo bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py cnngraph/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -34,6 +34,11 @@ lint: install
 
 test: install launcher lint
 	$(BIN)/pytest -q
+	bash scripts/wheel_smoke.sh
+
+# The package as a pip user gets it: the wheel in a fresh venv, the pipeline from an empty folder.
+smoke: install
+	bash scripts/wheel_smoke.sh
 
 demo: install launcher
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

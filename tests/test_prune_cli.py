@@ -11,6 +11,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+import cnngraph
 from cnngraph.models import read_checkpoint
 from cnngraph.pruner.surgery import load_pruned
 from cnngraph.pruner.training import native_bf16
@@ -61,6 +62,7 @@ def scores(monkeypatch: pytest.MonkeyPatch) -> NodeScores:
 
 def test_train_writes_spec_split_and_metrics(checkpoint: Path, dataset: Path) -> None:
     state, info = read_checkpoint(checkpoint)
+    assert info["cnngraph_version"] == cnngraph.__version__
     assert info["spec"]["source"] == "small_cnn" and info["spec"]["input_size"] == 8
     assert info["spec"]["num_classes"] == 2 and info["spec"]["width"] == 0.25
     assert info["data"] == {
@@ -138,6 +140,7 @@ def test_prune_writes_everything(
     assert report["options"]["strategy"] == "bridge" and report["options"]["gamma"] == 1.0
     assert report["options"]["augment"] is True and report["options"]["schedule"] == "cosine"
     assert report["pruned"]["parameters"] < report["original"]["parameters"]
+    assert report["cnngraph_version"] == cnngraph.__version__
     keys = [r["key"] for r in report["comparison"]]
     assert keys == ["accuracy", "precision", "recall", "parameters", "macs", "latency_ms", "epoch_seconds"]
     assert json.loads(result.stdout)["files"]["report.json"].endswith("report.json")
@@ -240,6 +243,7 @@ def test_sweep(cli_app: typer.Typer, checkpoint: Path, scores: NodeScores, tmp_p
     result = runner.invoke(cli_app, [*args, *more])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "sweep.json").read_text())
+    assert doc["cnngraph_version"] == cnngraph.__version__
     assert [r["accuracy"] is not None for r in doc["rows"]] == [True, True, True, True, False]
     assert len({r["accuracy"] for r in doc["rows"][:4]}) == 1  # one removal, fine-tuned once
     assert (out / "sweep.png").is_file()

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -342,3 +343,96 @@ def _wait_for_bolt(uri: str, password: str, timeout: float = 300.0) -> None:
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
+
+
+# ------------------------------------------------- issue 33: password mode, a store in use, recovery
+def test_a_loose_password_file_is_made_owner_only_at_start(tmp_path: Path) -> None:
+    """An existing neo4j.password with mode 0644 (copied, restored from a backup) is 0600 after a
+    start, even one that fails later (here a heap size the JVM refuses)."""
+    config = local.ServerConfig(
+        tmp_path / "state", bolt_port=local.free_port(), http_port=local.free_port(), heap="not-a-size"
+    )
+    config.state_dir.mkdir()
+    config.password_file.write_text("kept-password-123\n")
+    os.chmod(config.password_file, 0o644)
+    with pytest.raises(ServerError, match="exited during start"):
+        local.start(config, timeout=60)
+    assert stat.S_IMODE(config.password_file.stat().st_mode) == 0o600
+    assert local.stored_password(config) == "kept-password-123"
+
+
+@pytest.mark.neo4j
+def test_a_store_open_in_another_server_is_refused_in_one_line(
+    neo4j_server: Any, neo4j_settings: Any, cli_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second server on the session server's store (reached from another state directory, whose
+    PID file knows nothing of it): one line naming the holder, no Java stack, nothing left running.
+    Both ways it is found: the lock probe before any JVM starts, and the launcher's own failure
+    when a start races past the probe."""
+    session = _session(neo4j_server)
+    holder = local.status(session).pid
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "store").symlink_to(session.store_dir)
+    config = local.ServerConfig(state, bolt_port=local.free_port(), http_port=local.free_port(), heap="256m")
+    expected = f"the store '{config.store_dir}' is open in another process (pid {holder})"
+    with pytest.raises(ServerError) as probed:
+        local.start(config, timeout=120)
+    assert str(probed.value).startswith(expected) and "\n" not in str(probed.value)
+    args = [
+        "--state-dir",
+        str(state),
+        "--bolt-port",
+        str(config.bolt_port),
+        "--http-port",
+        str(config.http_port),
+    ]
+    result = runner.invoke(cli_app, ["server", "start", *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [f"error: {probed.value}"]
+    monkeypatch.setattr(local, "_refuse_a_store_in_use", lambda config: None)  # as if a start raced it
+    with pytest.raises(ServerError) as raced:
+        local.start(config, timeout=120)
+    message = str(raced.value)
+    assert message.startswith(expected) and "\n" not in message
+    assert "at org.neo4j" not in message and "Exception" not in message
+    assert local.status(config) is None and not config.pid_file.exists()
+    with connect(neo4j_settings) as driver:  # the holder was not disturbed
+        assert driver.execute_query("RETURN 1 AS one").records[0]["one"] == 1
+    assert local.process_alive(holder)
+
+
+@pytest.mark.neo4j
+@pytest.mark.slow
+def test_a_start_after_kill_9_says_the_store_is_recovering(tmp_path: Path) -> None:
+    """kill -9 of a server, its password file loosened to 0644, then 'cnngraph server start': it
+    says the last server did not stop cleanly and that Neo4j recovers the store (on stderr, so
+    piped output sees it too), reports the recovery, and the password file is 0600 again."""
+    state = tmp_path / "state"
+    bolt, http = local.free_port(), local.free_port()
+    config = local.ServerConfig(state, bolt_port=bolt, http_port=http, heap="512m", pagecache="64m")
+    killed = local.start(config, timeout=300).pid
+    try:
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.time() + 30
+        while local.process_alive(killed) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not local.process_alive(killed)
+        os.chmod(config.password_file, 0o644)
+        env = {**os.environ, "COLUMNS": "250"}
+        env.pop("NEO4J_PASSWORD", None)
+        args = ["--state-dir", str(state), "--bolt-port", str(bolt), "--http-port", str(http)]
+        args += ["--heap", "512m", "--pagecache", "64m"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "cnngraph", "server", "start", *args],
+            env=env, capture_output=True, text=True, check=False, timeout=400,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"the last Neo4j of this store (pid {killed}) did not stop cleanly" in proc.stderr
+        assert "Neo4j is recovering the store from its transaction logs" in proc.stderr
+        assert "after recovering the store" in proc.stdout and "Maven" not in proc.stdout + proc.stderr
+        info = local.status(config)
+        assert info is not None and info.recovered and info.pid != killed
+        assert stat.S_IMODE(config.password_file.stat().st_mode) == 0o600
+    finally:
+        local.stop(config)

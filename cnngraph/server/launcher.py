@@ -133,7 +133,8 @@ def _in_place_classpath(root: Path, rebuild: bool, on_stage: StageFn | None) -> 
             found = _built_classpath(root)
     if found is None:
         raise ServerError(
-            f"the Maven build in '{root}' wrote no target/classpath.txt; run 'mvn package' there"
+            f"the Maven build in '{root}' left no complete class path (target/classes, "
+            "target/classpath.txt or a jar it names is missing); run 'mvn package' there"
         )
     return found
 
@@ -160,7 +161,8 @@ def cached_classpath(root: Path, rebuild: bool = False, on_stage: StageFn | None
             _maven_build(work, on_stage, shown=final)
             if _built_classpath(work) is None:
                 raise ServerError(
-                    f"the Maven build of the launcher wrote no target/classpath.txt (in {work})"
+                    f"the Maven build of the launcher (in {work}) left no complete class path "
+                    "(target/classes, target/classpath.txt or a jar it names is missing)"
                 )
             if final.exists():  # an incomplete build, or one whose jars are gone
                 stale = folder / f".build-stale-{os.getpid()}"
