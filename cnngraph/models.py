@@ -5,10 +5,19 @@ A *spec* names where a model comes from:
 - a reference architecture: ``vgg11``, ``vgg13``, ``vgg16`` (batch norm, for 32x32 or 28x28
   inputs, any width multiplier), ``small_cnn``, or the CIFAR-style ``resnet20`` and ``resnet56``;
 - a torchvision architecture: ``torchvision:NAME`` (architecture only; weights from a checkpoint);
-- user code: ``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments).
+- user code: ``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments);
+- an ONNX file: ``path/to/model.onnx`` (architecture and weights; converted by
+  :mod:`cnngraph.onnx_models`, its input shape from the ONNX graph).
+
+Constructor arguments follow a ``?``, as in a URL: ``torchvision:googlenet?aux_logits=false``,
+``torchvision:resnet18?zero_init_residual=true&width_per_group=32`` or
+``my_models.py:make?depth=3``; values are ``true``/``false``, ``none``, integers, decimals or
+text. They are part of the spec (its ``source``), so a mapping, a checkpoint and a pruned model
+record them and rebuild the same model.
 
 Checkpoints are state dicts loaded with ``weights_only=True``; a checkpoint written by
-``cnngraph train`` also carries the spec, so the model can be rebuilt from it alone.
+``cnngraph train`` also carries the spec, so the model can be rebuilt from it alone. An ``.onnx``
+file given as a checkpoint reads as its converted state dict and spec.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnngraph.errors import ModelError
+from cnngraph.errors import ModelError, counted
 from cnngraph.files import partial_path
+from cnngraph.onnx_models import is_onnx_source
 
 VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -165,9 +175,68 @@ class ModelSpec:
         )
 
 
+RESERVED_ARGUMENTS = {
+    "num_classes": "it comes from --num-classes (default: the dataset's classes)",
+    "weights": "cnngraph downloads nothing; give trained weights with --checkpoint",
+}
+
+
+def split_source(source: str) -> tuple[str, dict[str, Any]]:
+    """``'torchvision:googlenet?aux_logits=false'`` -> ``('torchvision:googlenet', {'aux_logits': False})``.
+
+    Arguments are ``key=value`` pairs joined by ``&``; keys are Python identifiers, each given once.
+    """
+    base, mark, query = source.partition("?")
+    if not mark:
+        return source, {}
+    if not query.strip():
+        raise ModelError(f"model '{source}' has a '?' but no arguments after it; write NAME?key=value")
+    args: dict[str, Any] = {}
+    for item in query.split("&"):
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise ModelError(
+                f"model argument '{item}' of '{source}' is not key=value with a Python name as key "
+                "(e.g. torchvision:googlenet?aux_logits=false)"
+            )
+        if key in args:
+            raise ModelError(f"model argument '{key}' is given twice in '{source}'")
+        if key in RESERVED_ARGUMENTS:
+            raise ModelError(f"model argument '{key}' cannot be set in '{source}': {RESERVED_ARGUMENTS[key]}")
+        args[key] = _argument_value(text.strip())
+    return base, args
+
+
+def _argument_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
-    """A fresh (untrained) model for ``spec``; a :class:`ModelError` naming what is wrong."""
-    source = spec.source
+    """A fresh (untrained) model for ``spec``; a :class:`ModelError` naming what is wrong.
+
+    An ONNX file is converted with its own weights (and must be the file the spec recorded).
+    """
+    if is_onnx_source(spec.source):
+        return _onnx_model(spec)
+    source, args = split_source(spec.source)
+    if args and not (source.startswith("torchvision:") or ":" in source):
+        raise ModelError(
+            f"'{source}' takes no constructor arguments ('?...'); use --width, --input-size, --in-channels "
+            "and --num-classes"
+        )
     if source in VGG_CONFIGS:
         return VGG(VGG_CONFIGS[source], spec.num_classes, spec.in_channels, spec.input_size, spec.width)
     if source == "small_cnn":
@@ -177,29 +246,73 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if source in RESNET_DEPTHS:
         return CifarResNet(RESNET_DEPTHS[source], spec.num_classes, spec.in_channels, spec.width)
     if source.startswith("torchvision:"):
-        return _torchvision_model(source.split(":", 1)[1], spec.num_classes)
+        return _torchvision_model(source.split(":", 1)[1], spec.num_classes, args)
     if ":" in source:
-        return _factory_model(source)
+        return _factory_model(source, args)
     raise ModelError(
         f"unknown model '{source}'; use one of {', '.join(REFERENCE_ARCHITECTURES)}, "
-        "'torchvision:NAME', 'package.module:factory' or 'path/to/file.py:factory'"
+        "'torchvision:NAME', 'package.module:factory', 'path/to/file.py:factory' or 'path/to/model.onnx'"
     )
 
 
-def _torchvision_model(name: str, num_classes: int) -> nn.Module:
+def _onnx_model(spec: ModelSpec) -> nn.Module:
+    from cnngraph.onnx_models import load_onnx
+
+    converted = load_onnx(spec.source)
+    recorded = spec.extra.get("sha256")
+    if recorded and recorded != converted.sha256:
+        raise ModelError(
+            f"ONNX model '{spec.source}' changed since it was mapped (its SHA-256 differs); map it again"
+        )
+    return converted.module
+
+
+def onnx_spec(source: str | Path) -> ModelSpec:
+    """The spec of an ONNX file: its absolute path, input shape, outputs and digest (``extra``)."""
+    from cnngraph.onnx_models import load_onnx
+
+    path = Path(source).resolve()
+    converted = load_onnx(path)
+    c, h, _ = converted.input_shape
+    return ModelSpec(
+        source=str(path),
+        num_classes=converted.num_outputs or 0,
+        in_channels=c,
+        input_size=h,
+        extra=converted.describe(),
+    )
+
+
+TORCHVISION_DEFAULTS = {
+    # Auxiliary classifiers run only in training and are not part of the network that is mapped;
+    # init_weights=False keeps PyTorch's default initialisation (and torchvision quiet about it).
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+
+
+def _torchvision_model(name: str, num_classes: int, args: dict[str, Any] | None = None) -> nn.Module:
     import torchvision
 
-    # Auxiliary classifiers run only in training and are not part of the network that is mapped.
-    extra = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    if name not in torchvision.models.list_models():
+        raise ModelError(f"torchvision has no architecture '{name}'; see torchvision.models.list_models()")
+    kwargs = {**TORCHVISION_DEFAULTS.get(name, {}), **(args or {})}
     try:
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
-    except (ValueError, KeyError) as e:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except (ValueError, KeyError, TypeError, AssertionError) as e:
+        given = ", ".join(f"{k}={v!r}" for k, v in (args or {}).items()) or "no arguments"
         raise ModelError(
-            f"torchvision has no architecture '{name}' ({e}); see torchvision.models.list_models()"
+            f"torchvision:{name} cannot be built with {given} ({type(e).__name__}: {_first_line(e)}); "
+            "check the argument names and values of its constructor"
         ) from e
 
 
-def _factory_model(source: str) -> nn.Module:
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _factory_model(source: str, args: dict[str, Any] | None = None) -> nn.Module:
     target, _, attr = source.rpartition(":")
     if not attr:
         raise ModelError(f"model spec '{source}' names no factory after ':'")
@@ -225,9 +338,9 @@ def _factory_model(source: str) -> nn.Module:
     if factory is None or not callable(factory):
         raise ModelError(f"'{target}' has no callable '{attr}'")
     try:
-        model = factory()
+        model = factory(**(args or {}))
     except Exception as e:
-        raise ModelError(f"calling '{source}' failed: {type(e).__name__}: {e}") from e
+        raise ModelError(f"calling '{source}' failed: {type(e).__name__}: {_first_line(e)}") from e
     if not isinstance(model, nn.Module):
         raise ModelError(f"'{source}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -242,6 +355,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint '{path}' does not exist")
+    if is_onnx_source(str(path)):
+        spec = onnx_spec(path)
+        return build_model(spec).state_dict(), {"spec": spec.to_dict()}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -268,7 +384,21 @@ def check_finite_weights(state_dict: dict[str, torch.Tensor], origin: str) -> No
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], origin: str) -> None:
-    """Load ``state_dict`` strictly; a mismatch names the first differing keys."""
+    """Load ``state_dict`` strictly; a mismatch (keys or shapes) is one line naming the first ones."""
+    own = model.state_dict()
+    wrong = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in state_dict.items()
+        if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if wrong:
+        key, theirs, ours = wrong[0]
+        more = f" (and {counted(len(wrong) - 1, 'more tensor')} of another shape)" if len(wrong) > 1 else ""
+        raise ModelError(
+            f"checkpoint '{origin}' does not fit the model: '{key}' is {list(theirs)} in the checkpoint but "
+            f"{list(ours)} in the model{more}; build the model it was trained as (its architecture, "
+            "--width, --in-channels, --num-classes, --input-size)"
+        )
     result = model.load_state_dict(state_dict, strict=False)
     problems = []
     if result.missing_keys:
@@ -313,14 +443,41 @@ def load_model(spec: ModelSpec | None, checkpoint: str | Path | None = None) -> 
             spec = ModelSpec.from_dict(info["spec"])
     if spec is None:
         raise ModelError("no model given; name the architecture (and give --checkpoint for trained weights)")
+    if is_onnx_source(spec.source) and not spec.extra.get("sha256"):
+        spec = onnx_spec(spec.source)  # architecture, weights and input shape come from the file
     model = build_model(spec)
     if state is not None:
         try:
             load_weights(model, state, str(checkpoint))
         except RuntimeError as e:
-            raise ModelError(f"checkpoint '{checkpoint}' does not fit '{spec.source}': {e}") from e
+            reason = " ".join(str(e).split())  # PyTorch's message spans lines: one line
+            raise ModelError(f"checkpoint '{checkpoint}' does not fit '{spec.source}': {reason}") from e
     model.eval()
     return model, spec
+
+
+def untrained_warning(spec: ModelSpec, checkpoint: str | Path | None) -> str | None:
+    """What to tell a user who maps a built-in or torchvision architecture without trained weights."""
+    if checkpoint is not None:
+        return None
+    source, _ = split_source(spec.source)
+    if source in REFERENCE_ARCHITECTURES or source.startswith("torchvision:"):
+        return (
+            f"{source} has no --checkpoint: its weights are random (untrained), so the mapping describes "
+            "an untrained network; give --checkpoint with trained weights"
+        )
+    return None
+
+
+def check_input_shape(spec: ModelSpec, shape: tuple[int, int, int]) -> None:
+    """An ONNX model's graph fixes its input shape: refuse images of another shape before tracing."""
+    expected = spec.extra.get("input_shape") if is_onnx_source(spec.source) else None
+    if expected is not None and tuple(int(x) for x in expected) != tuple(shape):
+        want, got = "x".join(map(str, expected)), "x".join(map(str, shape))
+        raise ModelError(
+            f"ONNX model '{spec.source}' takes {want} inputs (channels x height x width, from its graph), "
+            f"the images are {got}; resize the images or export the model for {got}"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
-from cnngraph.cli.common import check_output_file, console, handle_errors, progress
+from cnngraph.cli.common import check_output_file, console, err_console, handle_errors, progress
 from cnngraph.errors import ConfigError
 
 MODEL_HELP = (
     "[MODEL] DATA. MODEL: a reference architecture (vgg11, vgg13, vgg16, small_cnn, resnet20, "
     "resnet56), torchvision:NAME, "
-    "package.module:factory or path/to/file.py:factory; omit it when --checkpoint comes from "
-    "'cnngraph train'. DATA: an ImageFolder directory, an .npz (images, labels, classes) or builtin:digits."
+    "package.module:factory, path/to/file.py:factory or path/to/model.onnx (weights included); "
+    "constructor arguments after '?', e.g. torchvision:googlenet?aux_logits=false; omit MODEL when "
+    "--checkpoint comes from 'cnngraph train'. DATA: an ImageFolder directory, an .npz (images, labels, "
+    "classes), a CIFAR-10/100 python folder (cifar-10-batches-py), an MNIST-style IDX folder or "
+    "builtin:digits."
 )
 
 
@@ -138,7 +141,8 @@ def map_cmd(
         str | None,
         typer.Option(
             "--split",
-            help="Subfolder of an ImageFolder dataset to use, e.g. train or test.",
+            help="Part of the dataset to use: a subfolder of an ImageFolder directory (e.g. train or "
+            "test), or train / test of a CIFAR or IDX folder \\[default for those: train].",
             show_default=False,
         ),
     ] = None,
@@ -176,8 +180,9 @@ def map_cmd(
     """
     from cnngraph.cli.inspect_cmd import print_summary
     from cnngraph.datasets import load_dataset, resolve_classes
+    from cnngraph.errors import counted
     from cnngraph.mapping.api import map_model, used_fewer
-    from cnngraph.models import ModelSpec, load_model
+    from cnngraph.models import ModelSpec, check_input_shape, load_model, untrained_warning
 
     if len(targets) not in (1, 2):
         raise ConfigError(f"give [MODEL] DATA (one or two arguments), got {len(targets)}")
@@ -205,6 +210,10 @@ def map_cmd(
             "name the model: 'cnngraph map MODEL DATA', or give a --checkpoint written by 'cnngraph train'"
         )
     model, spec = load_model(spec, checkpoint)
+    check_input_shape(spec, dataset.input_shape)
+    warning = untrained_warning(spec, checkpoint)
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     with progress() as bar:
         task = bar.add_task("forward passes", total=None, rate="")
 
@@ -220,7 +229,8 @@ def map_cmd(
     network.options["checkpoint"] = str(checkpoint) if checkpoint is not None else None
     for name, used in used_fewer(network):
         console.print(
-            f"[yellow]note:[/] class '{name}' has only {used} images; used all of them", highlight=False
+            f"[yellow]note:[/] class '{name}' has only {counted(used, 'image')}; used all of them",
+            highlight=False,
         )
     try:
         path = network.save(out)
