@@ -86,19 +86,28 @@ def train_cmd(
         ),
     ] = "small_cnn",
     data: Annotated[
-        str, typer.Option("--data", help="ImageFolder directory, .npz file or builtin:digits.")
+        str,
+        typer.Option(
+            "--data",
+            help="ImageFolder directory, .npz file, CIFAR-10/100 or IDX (MNIST) folder, or builtin:digits.",
+        ),
     ] = "builtin:digits",
     split: Annotated[
         str | None,
         typer.Option(
             "--split",
-            help="Training folder of an ImageFolder dataset (with --test-split).",
+            help="Training folder of an ImageFolder dataset, or train of a CIFAR/IDX folder "
+            "(with --test-split).",
             show_default=False,
         ),
     ] = None,
     test_split: Annotated[
         str | None,
-        typer.Option("--test-split", help="Test folder of an ImageFolder dataset.", show_default=False),
+        typer.Option(
+            "--test-split",
+            help="Test folder of an ImageFolder dataset, or test of a CIFAR/IDX folder.",
+            show_default=False,
+        ),
     ] = None,
     test_fraction: Annotated[
         float,
