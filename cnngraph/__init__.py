@@ -44,6 +44,10 @@ _EXPORTS = {
     "find_units": "cnngraph.pruner.units",
     "remove_convolutions": "cnngraph.pruner.surgery",
     "prune_model": "cnngraph.pruner.pipeline",
+    "explain": "cnngraph.explain.api",
+    "Explainer": "cnngraph.explain.api",
+    "ExplainOptions": "cnngraph.explain.options",
+    "evaluate_faithfulness": "cnngraph.explain.faithfulness",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -8,7 +8,9 @@ from cnngraph.cli import (
     browse_cmd,
     degrees_cmd,
     drop_cmd,
+    explain_cmd,
     export_cmd,
+    faithfulness_cmd,
     inspect_cmd,
     load_cmd,
     map_cmd,
@@ -36,4 +38,6 @@ MODULES: list[ModuleType] = [
     prune_cmd,
     sweep_cmd,
     method_cmd,
+    explain_cmd,
+    faithfulness_cmd,
 ]

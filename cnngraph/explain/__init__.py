@@ -1,4 +1,4 @@
-"""Explain stage: one image through its image network (METHOD.md section 10), and faithfulness.
+"""Explain stage: one image through its image network (docs/METHOD.md section 10), and faithfulness.
 
 ``cnngraph.explain(model, images)`` works as a function too (this package is callable), so the
 top-level API reads like the other stages; see :func:`cnngraph.explain.api.explain`.

@@ -134,3 +134,7 @@ def evaluate(
 def dataset_mean(images: torch.Tensor) -> torch.Tensor:
     """Per-channel mean of ``[N, C, H, W]`` images (before normalisation): the fill value."""
     return images.double().mean(dim=(0, 2, 3)).float()
+
+
+evaluate_faithfulness = evaluate
+"""The name ``cnngraph.evaluate_faithfulness`` exports."""

@@ -32,6 +32,8 @@ from cnngraph.errors import ConfigError
 from cnngraph.explain.api import Explainer, Normalization, normalizer
 from cnngraph.explain.options import ExplainOptions, preset
 
+Targets = Sequence[int] | torch.Tensor | np.ndarray
+
 METHODS = ("graph", "graph-authors", "gradcam", "ig", "random", "gaussian")
 
 
@@ -40,7 +42,7 @@ class Attribution(Protocol):
 
     name: str
 
-    def attribute(self, inputs: torch.Tensor, target: Sequence[int] | torch.Tensor) -> torch.Tensor: ...
+    def attribute(self, inputs: torch.Tensor, target: Targets) -> torch.Tensor: ...
 
 
 class _Normalized(nn.Module):
@@ -55,8 +57,8 @@ class _Normalized(nn.Module):
         return self.model(self.normalize(x))
 
 
-def _targets(target: Sequence[int] | torch.Tensor, count: int) -> list[int]:
-    out = [int(t) for t in (target.tolist() if isinstance(target, torch.Tensor) else target)]
+def _targets(target: Targets, count: int) -> list[int]:
+    out = [int(t) for t in (target.tolist() if isinstance(target, torch.Tensor | np.ndarray) else target)]
     if len(out) != count:
         raise ConfigError(f"{len(out)} target classes for {count} images")
     return out
@@ -76,7 +78,7 @@ class GraphAttribution:
         self.name = name
         self.explainer = Explainer(model, input_shape, options or preset("ours"), normalize)
 
-    def attribute(self, inputs: torch.Tensor, target: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Targets) -> torch.Tensor:
         _targets(target, inputs.shape[0])
         heat = torch.from_numpy(self.explainer.heatmaps(inputs)).float()
         return heat.unsqueeze(1).expand(-1, inputs.shape[1], -1, -1).clone()
@@ -94,7 +96,7 @@ class GradCamAttribution:
         self.forward = _Normalized(model, normalizer(normalize, channels)).eval()
         self.method = LayerGradCam(self.forward, layer)
 
-    def attribute(self, inputs: torch.Tensor, target: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Targets) -> torch.Tensor:
         from captum.attr import LayerAttribution
 
         classes = _targets(target, inputs.shape[0])
@@ -117,7 +119,7 @@ class IntegratedGradientsAttribution:
         self.forward = _Normalized(model, normalizer(normalize, channels)).eval()
         self.method = IntegratedGradients(self.forward)
 
-    def attribute(self, inputs: torch.Tensor, target: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Targets) -> torch.Tensor:
         classes = _targets(target, inputs.shape[0])
         with torch.enable_grad():
             attr = self.method.attribute(
@@ -134,7 +136,7 @@ class RandomAttribution:
         self.name = "random"
         self.seed = seed
 
-    def attribute(self, inputs: torch.Tensor, target: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Targets) -> torch.Tensor:
         _targets(target, inputs.shape[0])
         b, c, h, w = inputs.shape
         maps = []
@@ -151,7 +153,7 @@ class GaussianAttribution:
     def __init__(self) -> None:
         self.name = "gaussian"
 
-    def attribute(self, inputs: torch.Tensor, target: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Targets) -> torch.Tensor:
         _targets(target, inputs.shape[0])
         b, c, h, w = inputs.shape
         heat = torch.from_numpy(centred_gaussian(h, w)).float()
