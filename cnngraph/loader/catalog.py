@@ -145,5 +145,8 @@ def _delete_range(tx: ManagedTransaction, model: str, writer: lease.Writer, lo: 
 
 
 def _delete_rest(tx: ManagedTransaction, model: str, writer: lease.Writer) -> None:
+    from cnngraph.loader.explanations import DELETE_EXPLANATIONS  # the model's explanations go with it
+
     lease.hold(tx, model, writer)
+    tx.run(DELETE_EXPLANATIONS, model=model).consume()
     tx.run(schema.DELETE_MODEL, model=model).consume()
