@@ -21,6 +21,9 @@ On the converted graph:
   ``torch.split`` with static sizes; ReduceMean/ReduceMax over static axes ``torch.mean`` /
   ``torch.amax``; Clip ``nn.ReLU6``/``nn.ReLU``/``nn.Hardtanh``; GlobalAveragePool and
   GlobalMaxPool ``nn.AdaptiveAvgPool2d(1)``/``nn.AdaptiveMaxPool2d(1)``; Flatten ``nn.Flatten``;
+  HardSigmoid ``nn.Hardsigmoid`` (or ``clamp(x * alpha + beta, 0, 1)``, Keras' alpha 0.2); PRelu
+  with a constant slope ``nn.PReLU``; Neg ``operator.neg``; Identity ``nn.Identity``; Gelu (opset
+  20) ``nn.GELU``;
 - a Conv or MaxPool/AveragePool with asymmetric padding (onnx2torch: a pad module before it)
   becomes one ``nn.Conv2d``/pooling whose ``padding`` is the top/left padding, and a forward
   pre-hook adds the missing bottom/right zeros (``-inf`` for max pooling). The mapper reads the
@@ -450,6 +453,7 @@ def _register_newer_versions() -> None:
     register("ReduceMax", 20, _reduce_with_axes_input("ReduceMax"))
     for version in (1, 22):
         register("GlobalMaxPool", version, _global_max_pool)
+    register("Gelu", 20, _gelu)
     _registered = True
 
 
@@ -508,6 +512,16 @@ def _reduce_with_axes_input(op: str) -> Callable[..., Any]:
         )
 
     return convert
+
+
+def _gelu(node: Any, graph: Any) -> Any:
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    approximate = node.attributes.get("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
+    return OperationConverterResult(
+        torch_module=nn.GELU(approximate=approximate), onnx_mapping=onnx_mapping_from_node(node)
+    )
 
 
 def _global_max_pool(node: Any, graph: Any) -> Any:
@@ -701,11 +715,44 @@ def _rewrite(
             return graph.call_function(
                 reduce, (args[0],), {"dim": list(module.axes), "keepdim": bool(module.keepdims)}
             )
+    if kind == "OnnxHardSigmoid" and len(args) == 1:
+        alpha, beta = float(module.alpha), float(module.beta)
+        if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
+            return call_module(nn.Hardsigmoid())
+        scaled = graph.call_function(
+            operator.add, (graph.call_function(operator.mul, (args[0], alpha)), beta)
+        )
+        return graph.call_function(torch.clamp, (scaled,), {"min": 0.0, "max": 1.0})
+    if kind == "OnnxNeg" and len(args) == 1:
+        return graph.call_function(operator.neg, (args[0],))
+    if kind == "OnnxCopyIdentity" and len(args) == 1:
+        return call_module(nn.Identity())
+    if kind == "OnnxPReLU" and len(node.args) == 2:
+        prelu = _prelu(node)
+        if prelu is not None:
+            return graph.call_module(add_module(target, prelu), (args[0],))
     if isinstance(module, nn.Sequential):
         folded = _fold_padding(module)
         if folded is not None:
             return call_module(folded)
     return call_module(_leaf(copy.deepcopy(module)))
+
+
+def _prelu(node: fx.Node) -> nn.PReLU | None:
+    """PReLU with a constant slope, one per channel or one for all: ``nn.PReLU``."""
+    slope_node = node.args[1]
+    if not isinstance(slope_node, fx.Node) or slope_node.op != "get_attr":
+        return None
+    slope = _fetch(slope_node.graph.owning_module, str(slope_node.target))  # type: ignore[arg-type]
+    shape = _shape_of(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+    if not isinstance(slope, torch.Tensor) or shape is None or len(shape) != 4:
+        return None
+    if slope.numel() != 1 and not (slope.shape[0] == shape[1] and all(d == 1 for d in slope.shape[1:])):
+        return None
+    prelu = nn.PReLU(num_parameters=slope.numel())
+    with torch.no_grad():
+        prelu.weight.copy_(slope.reshape(-1))
+    return prelu
 
 
 def _is_float(node: fx.Node) -> bool:

@@ -271,6 +271,86 @@ def test_a_handbuilt_model_maps_like_its_pytorch_twin(tmp_path: Path) -> None:
     assert_same_mapping(ours, theirs)
 
 
+def keras_like(path: Path) -> tuple[Path, nn.Module]:
+    """Opset 20, as a recent exporter writes it: an unfused BatchNormalization, PRelu, Identity,
+    Gelu-20, a squeeze gate (ReduceMean-18 with Constant-19 axes, HardSigmoid with Keras' alpha
+    0.2, Mul), a stride-2 Conv; and its PyTorch twin."""
+    rng = np.random.default_rng(6)
+    w = {
+        "w0": _w(rng, 4, 1, 3, 3), "w1": _w(rng, 4, 4, 3, 3), "w2": _w(rng, 3, 4, 3, 3),
+        "scale": 1 + _w(rng, 4), "shift": _w(rng, 4), "mean": _w(rng, 4), "var": 1 + np.abs(_w(rng, 4)),
+        "slope": np.abs(_w(rng, 4, 1, 1)),
+    }  # fmt: skip
+    node = helper.make_node
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])
+    nodes = [
+        node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+        node("BatchNormalization", ["c0", "scale", "shift", "mean", "var"], ["n0"], epsilon=1e-3),
+        node("PRelu", ["n0", "slope"], ["a"]),
+        node("Identity", ["a"], ["a2"]),
+        node("Conv", ["a2", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        node("Gelu", ["c1"], ["b"]),
+        node("Constant", [], ["axes_out"], value=axes),
+        node("ReduceMean", ["b", "axes_out"], ["m"], keepdims=1),
+        node("HardSigmoid", ["m"], ["g"], alpha=0.2, beta=0.5),
+        node("Mul", ["b", "g"], ["gated"]),
+        node("Conv", ["gated", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        node("Relu", ["c2"], ["r2"]),
+        node("GlobalAveragePool", ["r2"], ["p"]),
+        node("Flatten", ["p"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "keras_like",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+    class Twin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c0, self.bn, self.prelu = (
+                nn.Conv2d(1, 4, 3, padding=1, bias=False),
+                nn.BatchNorm2d(4, eps=1e-3),
+                nn.PReLU(4),
+            )
+            self.c1, self.gelu = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.GELU()
+            self.c2 = nn.Conv2d(4, 3, 3, stride=2, padding=1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b = self.gelu(self.c1(self.prelu(self.bn(self.c0(x)))))
+            gate = torch.clamp(b.mean((2, 3), keepdim=True) * 0.2 + 0.5, 0.0, 1.0)
+            return torch.flatten(F.adaptive_avg_pool2d(torch.relu(self.c2(b * gate)), 1), 1)
+
+    twin = Twin().eval()
+    with torch.no_grad():
+        for k, conv in enumerate((twin.c0, twin.c1, twin.c2)):
+            conv.weight.copy_(torch.from_numpy(w[f"w{k}"]))
+        twin.bn.weight.copy_(torch.from_numpy(w["scale"]))
+        twin.bn.bias.copy_(torch.from_numpy(w["shift"]))
+        twin.bn.running_mean.copy_(torch.from_numpy(w["mean"]))
+        twin.bn.running_var.copy_(torch.from_numpy(w["var"]))
+        twin.prelu.weight.copy_(torch.from_numpy(w["slope"]).reshape(-1))
+    return path, twin
+
+
+def test_an_opset_20_model_with_gates_and_unfused_norms_maps_like_its_twin(tmp_path: Path) -> None:
+    path, twin = keras_like(tmp_path / "gate.onnx")
+    converted = load_onnx(path)
+    kinds = {type(m).__name__ for m in converted.module.modules()}
+    assert not any(k.startswith("Onnx") for k in kinds), kinds
+    x = digits(10).images[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(converted.module(x), twin(x), rtol=1e-4, atol=1e-5)
+    data = digits(10)
+    ours = map_model(twin, data, images_per_class=6, device="cpu")
+    theirs = map_model(converted.module, data, images_per_class=6, device="cpu")
+    assert_same_mapping(ours, theirs)
+
+
 def tf_style(path: Path, lower: bool = False) -> Path:
     """What tf2onnx makes of a Keras model: an NHWC input behind a Transpose, stride-2 'same'
     convolutions (asymmetric pads, via auto_pad), a Reshape-free flatten after global pooling."""
