@@ -6,14 +6,18 @@
 # DEMO_KEEP_SERVER=1 (the store persists; `cnngraph server start` brings the graph back). That
 # server has auth on with a password generated at its first start and kept (owner-only) in
 # $CNNGRAPH_STATE_DIR/neo4j.password, where every cnngraph command below finds it by itself.
+# Its figures (dataset, graph, what it removed, accuracy, parameters and MACs before and after)
+# go to $OUT/figures.json (scripts/demo_figures.py). DEMO_EPOCHS and DEMO_FT_EPOCHS set the
+# training and fine-tuning epochs.
 set -euo pipefail
 
 OUT=${DEMO_OUT:-out/demo}
 NAME=${DEMO_MODEL_NAME:-demo-digits}
 EPOCHS=${DEMO_EPOCHS:-12}
+FT_EPOCHS=${DEMO_FT_EPOCHS:-4}
 GAMMA=${DEMO_GAMMA:-1.0}
 # The paper's layer rule 'any' keeps a layer when one of its nodes scores above the threshold. On
-# this small model every node's entropy lies within about 4% of ln 10, so 'any' keeps every
+# this small model every node's entropy lies within a few per cent of ln 10, so 'any' keeps every
 # layer at gamma 1; the demo keeps a layer when half its nodes score above it instead.
 RULE=${DEMO_RULE:-fraction:0.5}
 mkdir -p "$OUT"
@@ -57,11 +61,13 @@ step "5/6 prune: layers removed against gamma (rule any, no fine-tuning), then p
 cnngraph sweep --model "$NAME" --checkpoint "$OUT/model.pt" --gamma-start 0.99 --gamma-stop 1.01 \
   --gamma-step 0.0025 --out "$OUT/sweep"
 cnngraph prune --model "$NAME" --checkpoint "$OUT/model.pt" --gamma "$GAMMA" --rule "$RULE" \
-  --epochs 4 --out "$OUT/pruned"
+  --epochs "$FT_EPOCHS" --out "$OUT/pruned"
 
 step "6/6 explore the graph"
 cnngraph browse --model "$NAME"
 if [[ -z ${NEO4J_URI:-} ]]; then
   echo "Browser login: user neo4j, password in ${CNNGRAPH_STATE_DIR:-$HOME/.local/state/cnngraph}/neo4j.password"
 fi
-echo "Outputs: $OUT (model.pt, $NAME.npz, scores.csv, pruned/report.json, pruned/*.png)"
+# The run's figures (what the README does not quote, since they depend on the training run).
+python3 "$(dirname "$0")/demo_figures.py" "$OUT" "$NAME" "$SECONDS"
+echo "Outputs: $OUT (model.pt, $NAME.npz, scores.csv, pruned/report.json, pruned/*.png, figures.json)"
