@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnngraph.explain.api import Explainer
-from cnngraph.explain.backtrack import choose_arcs, path_sums
+from cnngraph.explain.backtrack import path_sums
 from cnngraph.explain.options import preset
 from cnngraph.explain.pixels import finish_heatmap, pixel_scores
 from cnngraph.models import load_model
@@ -70,14 +70,13 @@ def bench(name: str, x: torch.Tensor, repeat: int) -> dict[str, Any]:
     nets, opts = explainer.networks, explainer.options
     total = times(lambda: explainer.explain(x), repeat)
     _, values = nets.forward(x, opts.descriptor)
-    weights = nets.arc_weights(values[0])
-    chosen = choose_arcs(nets.topology, weights, opts.max_per_node)
+    chosen = nets.chooser.choose(values[0], opts.max_per_node)
     scores = path_sums(nets.topology, chosen)[1]
     first = scores[nets.topology.node_offsets[0] : nets.topology.node_offsets[1]]
     phases = {
         "forward with responses": times(lambda: nets.forward(x, opts.descriptor), repeat),
         "arc weights + choose m heaviest": times(
-            lambda: choose_arcs(nets.topology, nets.arc_weights(values[0]), opts.max_per_node), repeat
+            lambda: nets.chooser.choose(values[0], opts.max_per_node), repeat
         ),
         "back-tracking (DP)": times(lambda: path_sums(nets.topology, chosen), repeat),
         "pixels + heatmap": times(

@@ -17,3 +17,4 @@ python bench_scores.py --layout compact
 python bench_fetch.py
 python bench_prune.py
 python bench_training.py
+python bench_explain.py   # one image's explanation on ResNet-20, one thread (target <= 0.2 s)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnngraph.explain.backtrack import choose_arcs, flow_scores, node_scores, path_sums
+from cnngraph.explain.backtrack import ArcChooser, choose_arcs, flow_scores, node_scores, path_sums
 from cnngraph.explain.image_network import ImageNetworks
 from cnngraph.mapping.network import Topology
 from cnngraph.models import CifarResNet
@@ -134,3 +134,21 @@ def test_ties_go_to_the_lower_source() -> None:
     assert chosen.src.tolist() == [0]  # a three-way tie: the lowest source
     count, weight = path_sums(topo, chosen)
     assert weight.tolist() == [5.0, 0.0, 0.0, 0.0] and count.tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(("name", "build", "size"), CASES)
+@pytest.mark.parametrize("m", [1, 2, 3, 9])
+def test_the_fast_chooser_picks_the_same_arcs(name: str, build: object, size: int, m: int) -> None:
+    nets = topology_of(build(), size)  # type: ignore[operator]
+    topo = nets.topology
+    chooser = ArcChooser(topo, nets.weight_nodes)
+    _, real = nets.forward(torch.rand(1, 1, size, size), "max")
+    tied = np.random.default_rng(m).integers(0, 3, topo.num_nodes).astype(np.float32)  # many equal values
+    for values in (real[0], tied):
+        slow = choose_arcs(topo, nets.arc_weights(values), m)
+        fast = chooser.choose(values, m)
+        key_slow = sorted(zip(slow.dst.tolist(), slow.src.tolist(), slow.weight.tolist(), strict=True))
+        key_fast = sorted(zip(fast.dst.tolist(), fast.src.tolist(), fast.weight.tolist(), strict=True))
+        assert key_slow == key_fast
+        assert np.all(np.diff(fast.dst) >= 0)
+        np.testing.assert_array_equal(path_sums(topo, fast)[1], path_sums(topo, slow)[1])

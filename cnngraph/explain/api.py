@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnngraph.errors import ConfigError, DataError
-from cnngraph.explain.backtrack import node_scores
+from cnngraph.explain.backtrack import scores_of
 from cnngraph.explain.image_network import ImageNetworks
 from cnngraph.explain.options import ExplainOptions, preset
 from cnngraph.explain.pixels import finish_heatmap, pixel_scores
@@ -190,7 +190,7 @@ class Explainer:
                 f"class {explained} is out of range; the model has {classes} classes (0..{classes - 1})"
             )
         opts = self.options
-        scores = node_scores(self.topology, self.networks.arc_weights(values), opts.max_per_node, opts.mode)
+        scores = scores_of(self.topology, self.networks.chooser.choose(values, opts.max_per_node), opts.mode)
         first = scores[self.topology.node_offsets[0] : self.topology.node_offsets[1]]
         pixels = pixel_scores(self.networks.reads, first)
         heat = finish_heatmap(pixels, opts.quantile, opts.sigma_for(self.networks.input_shape[1]))

@@ -55,6 +55,49 @@ def choose_arcs(topology: Topology, weights: np.ndarray, max_per_node: int) -> C
     return ChosenArcs(src[keep], dst[keep], w[keep].astype(np.float64))
 
 
+class ArcChooser:
+    """:func:`choose_arcs` for weights that come from node values (``w = values[weight_node]``), fast.
+
+    Prepared once per topology: the arcs in ``(destination, source)`` order and each destination's
+    in-degree. Per image, destinations with at most ``m`` entering arcs keep them all (no sort);
+    the others are ranked by one stable sort of ``destination * R + rank of the weight`` (the
+    weight's dense rank among the ``R`` distinct node values, heaviest first), which keeps the lower
+    source first among equal weights. The same arcs as :func:`choose_arcs`, twice as fast or more.
+    """
+
+    def __init__(self, topology: Topology, weight_nodes: np.ndarray) -> None:
+        order = np.lexsort((topology.arc_src, topology.arc_dst))
+        self.src = topology.arc_src[order]
+        self.dst = topology.arc_dst[order]
+        self.weight_node = np.asarray(weight_nodes)[order]
+        self.indegree = np.bincount(self.dst, minlength=topology.num_nodes)
+        self._crowded: dict[int, np.ndarray] = {}
+
+    def choose(self, values: np.ndarray, max_per_node: int) -> ChosenArcs:
+        """The chosen arcs of one image with node values ``values`` ``[N]``."""
+        if max_per_node < 1:
+            raise ConfigError(f"max per node must be at least 1, got {max_per_node}")
+        crowded = self._crowded.get(max_per_node)
+        if crowded is None:
+            crowded = np.flatnonzero(self.indegree[self.dst] > max_per_node)
+            self._crowded[max_per_node] = crowded
+        keep = np.ones(self.dst.shape[0], dtype=bool)
+        if crowded.size:
+            distinct, inverse = np.unique(np.asarray(values), return_inverse=True)
+            levels = distinct.size
+            rank = (levels - 1 - inverse.reshape(-1))[self.weight_node[crowded]]
+            d = self.dst[crowded]
+            order = np.argsort(d * levels + rank, kind="stable")
+            ds = d[order]
+            n = ds.shape[0]
+            starts = np.flatnonzero(np.concatenate(([True], ds[1:] != ds[:-1])))
+            first = np.repeat(starts, np.diff(np.append(starts, n)).astype(np.int64))
+            dropped = crowded[order[np.arange(n) - first >= max_per_node]]
+            keep[dropped] = False
+        weight = np.asarray(values, dtype=np.float64)[self.weight_node[keep]]
+        return ChosenArcs(self.src[keep], self.dst[keep], weight)
+
+
 def _layer_spans(topology: Topology, dst: np.ndarray) -> np.ndarray:
     """``spans[b] : spans[b+1]`` are the chosen arcs (sorted by destination) entering layer ``b``."""
     return np.searchsorted(dst, topology.node_offsets, side="left")
@@ -100,7 +143,11 @@ def flow_scores(topology: Topology, chosen: ChosenArcs) -> np.ndarray:
 
 def node_scores(topology: Topology, arc_weights: np.ndarray, max_per_node: int, mode: str) -> np.ndarray:
     """The score of every node of one image network: ``W`` (mode ``paths``) or the flow."""
-    chosen = choose_arcs(topology, arc_weights, max_per_node)
+    return scores_of(topology, choose_arcs(topology, arc_weights, max_per_node), mode)
+
+
+def scores_of(topology: Topology, chosen: ChosenArcs, mode: str) -> np.ndarray:
+    """``W`` (mode ``paths``) or the flow, from the chosen arcs."""
     if mode == "paths":
         return path_sums(topology, chosen)[1]
     if mode == "flow":

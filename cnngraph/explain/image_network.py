@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cnngraph.errors import ModelError
+from cnngraph.explain.backtrack import ArcChooser
 from cnngraph.explain.pixels import InputReads, input_reads
 from cnngraph.mapping.network import Topology
 from cnngraph.mapping.responses import filter_descriptor
@@ -49,6 +50,7 @@ class ImageNetworks:
         self.topology: Topology = assemble_topology(self.traced.layers, self.traced.feeds)
         self.weight_nodes = self.topology.arc_weight_nodes()
         self.reads: InputReads = input_reads(model, self.traced)
+        self.chooser = ArcChooser(self.topology, self.weight_nodes)
 
     @property
     def num_nodes(self) -> int:
