@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from geometry_oracle import autograd_arcs
+from geometry_oracle import autograd_arcs, perturbation_pairs
 from torch import nn
 
 from cnngraph.datasets import ImageDataset
@@ -27,6 +27,8 @@ MODELS = {
     "googlenet": (57, "cat"),
     "efficientnet_b0": (81, "broadcast+mul"),
     "squeezenet1_0": (26, "cat"),
+    "shufflenet_v2_x0_5": (56, "cat+split"),
+    "convnext_tiny": (22, "add+mul"),
 }
 
 
@@ -94,3 +96,42 @@ def test_resnet18_maps_end_to_end_with_block_responses() -> None:
     start, stop = network.topology.node_offsets[k], network.topology.node_offsets[k + 1]
     expected = seen[0].mean(dim=0).mean(dim=0).flatten().numpy()
     np.testing.assert_allclose(network.node_values["mean"][0, start:stop], expected, rtol=1e-5, atol=1e-6)
+
+
+def mapped_arcs(
+    model: nn.Module, shape: tuple[int, int, int]
+) -> tuple[dict[tuple[int, int], set], list[str]]:
+    traced = trace_model(model, shape)
+    topo = assemble_topology(traced.layers, traced.feeds)
+    off = topo.node_offsets
+    got = {}
+    for e in range(topo.num_edges):
+        a, b, s = int(topo.edge_src[e]), int(topo.edge_dst[e]), topo.arc_slice(e)
+        got[(a, b)] = set(
+            zip((topo.arc_src[s] - off[a]).tolist(), (topo.arc_dst[s] - off[b]).tolist(), strict=True)
+        )
+    return got, [c.name for c in traced.convs]
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "convnext_tiny"])
+def test_split_route_and_channels_last_models_equal_both_oracles_at_32(name: str) -> None:
+    """ShuffleNet's split-and-route blocks (channel-exact feeds) and ConvNeXt's permute round trips:
+    pairs equal the perturbation oracle, arcs the autograd oracle."""
+    model = torchvision_model(name)
+    got, names = mapped_arcs(model, (3, 32, 32))
+    moved = perturbation_pairs(model, (3, 32, 32), names)
+    assert set(got) == {pair for pair, (_, read) in moved.items() if read}
+    oracle = autograd_arcs(model, (3, 32, 32), names, random=True, dtype=torch.float32)
+    assert got.keys() == oracle.keys()
+    for pair in oracle:
+        assert got[pair] == oracle[pair], pair
+
+
+def test_shufflenet_loses_the_pairs_that_carry_no_data() -> None:
+    """Issue 31: the chunk a block's branch does not read no longer feeds it (5 pairs fewer)."""
+    model = torchvision_model("shufflenet_v2_x0_5")
+    for size, arcs in ((32, 2395), (64, 10774)):
+        got, names = mapped_arcs(model, (3, size, size))
+        assert len(got) == 118 and sum(len(v) for v in got.values()) == arcs
+        moved = perturbation_pairs(model, (3, size, size), names)
+        assert set(got) == {pair for pair, (_, read) in moved.items() if read}

@@ -1,4 +1,4 @@
-"""The *feeds* relation between convolutions, with the geometry of every path (METHOD.md section 8).
+"""The *feeds* relation between convolutions, with the geometry of every path (docs/METHOD.md section 8).
 
 One forward sweep over the traced ``torch.fx`` graph (its nodes are in execution order) records,
 for every tensor, which source convolutions reach it (a *flow*) and how: per source, the distinct
@@ -13,7 +13,7 @@ A convolution's output starts a fresh flow of its own. Operations act on both pa
 
 - element-wise operations, norms and activations keep the geometry; a 1x1 map broadcast over a
   larger one is read everywhere (a squeeze-and-excitation gate); the channel masks broadcast too;
-- poolings and adaptive poolings transform the geometry (METHOD.md section 3);
+- poolings and adaptive poolings transform the geometry (docs/METHOD.md section 3);
 - concatenation, split/chunk/unbind/tensor_split, channel indexing (``x[:, a:b]``, ``narrow``,
   ``select``) and channel shuffles move, select and drop channels: a path whose channels are all
   dropped carries nothing and is gone, so a convolution reading one chunk of a concatenation is
@@ -443,6 +443,8 @@ def _through(node: fx.Node, modules: dict[str, nn.Module], flows: dict[fx.Node, 
     if isinstance(flow, _Items):
         if op_name(node) == "getitem":
             k = _value(node.args[1])
+            if isinstance(k, slice):
+                return _Items(flow.items[k])
             item = flow.items[k] if isinstance(k, int) and -len(flow.items) <= k < len(flow.items) else None
             return item if item is not None else _Flow((2, 3), {})
         if op_name(node) in CAT_NAMES:
@@ -997,11 +999,12 @@ def _reduce(
     keep = _value(_arg(node, 2, "keepdim"))
     if name in ("std", "var") and not isinstance(dims, int | list | tuple):
         return _blocked(flow, what)
-    if dims is None or dims == () or dims == [] or not isinstance(keep, bool | type(None)):
+    listed = [dims] if isinstance(dims, int) else dims
+    if not isinstance(listed, list | tuple) or not listed or not isinstance(keep, bool | type(None)):
         return _blocked(flow, what)
-    if not isinstance(dims, int | list | tuple) or not all(isinstance(d, int) for d in np.atleast_1d(dims)):
+    if not all(isinstance(d, int) for d in listed):
         return _blocked(flow, what)
-    reduced = sorted({int(d) % n for d in np.atleast_1d(dims)})
+    reduced = sorted({d % n for d in listed})
     keep = bool(keep)
     spatial = [d for d in reduced if d in flow.axes]
     if 0 in reduced or len(spatial) == 1 or (spatial and not keep):
