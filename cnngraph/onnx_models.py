@@ -144,7 +144,8 @@ def _load(path: Path) -> OnnxModel:
     except Exception as e:
         raise ModelError(
             f"the converted ONNX model '{path}' fails on a {'x'.join(map(str, input_shape))} input "
-            f"({type(e).__name__}: {_first_line(e)}); a fixed batch size of 1 in the graph cannot be mapped"
+            f"({type(e).__name__}: {_first_line(e)}); a graph exported for a batch of 1 only (a Reshape to "
+            "[1, ...]) cannot be mapped: export it with a dynamic batch axis"
         ) from e
     try:
         module = canonicalise(raw, example)
