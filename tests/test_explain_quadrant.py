@@ -77,3 +77,15 @@ def test_its_deletion_auc_beats_the_random_map() -> None:
     assert (ours.deletion_auc < chance.deletion_auc).all()
     assert ours.insertion_auc.mean() > chance.insertion_auc.mean()
     assert np.isfinite(ours.drop).all()
+
+
+def test_the_top_level_api_is_the_same_call() -> None:
+    import cnngraph
+
+    model = QuadrantNet().eval()
+    x = images(2)
+    top = cnngraph.explain(model, x)
+    direct = explain(model, x)
+    assert [t.heatmap.tolist() for t in top] == [d.heatmap.tolist() for d in direct]
+    explainer = cnngraph.Explainer(model, (1, SIZE, SIZE), cnngraph.ExplainOptions(max_per_node=2, sigma=0))
+    assert explainer.explain(x)[0].options["max_per_node"] == 2

@@ -13,9 +13,27 @@ from rich.table import Table
 from cnngraph.cli.common import check_output_file, console, handle_errors, progress
 from cnngraph.errors import ConfigError
 
+HELP = (
+    "Is the explanation faithful? Deletion and insertion AUC, average drop and increase in confidence "
+    "(METHOD.md section 10), for every method on the same images.\n\n"
+    "For each image the predicted class is explained by every method; pixels are deleted (set to the "
+    "dataset's per-channel mean, computed over the whole --data split before normalisation) or inserted "
+    "into the all-mean image in K equal steps, in decreasing map order with ties broken by a random "
+    "permutation from --seed; the curves are the softmax probability of the class and their AUCs the "
+    "trapezoid over [0, 1]. Average drop and increase use the map M in [0, 1] as a mask around the mean, "
+    "x' = mean + M (x - mean), before normalisation (= M times the normalised image when the "
+    "normalisation subtracts that mean).\n\n"
+    "Methods: graph (our defaults, changed by the graph options below), graph-authors (the authors' "
+    "preset), gradcam (captum LayerGradCam on the last convolution, bilinear upsampling), ig (captum "
+    "Integrated Gradients, black baseline), random (seeded uniform map), gaussian (centred, sigma a "
+    "quarter of the side). Every map is reduced to sum over channels of |attribution|, divided by its "
+    "maximum. Prints mean +- standard error per method and each method's paired difference from "
+    "'graph' (method minus graph) with a 95% t interval; --out keeps every per-image figure."
+)
+
 
 def register(app: typer.Typer) -> None:
-    app.command("faithfulness")(faithfulness)
+    app.command("faithfulness", help=HELP)(faithfulness)
 
 
 @handle_errors
@@ -93,20 +111,7 @@ def faithfulness(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Deletion and insertion AUC, average drop and increase in confidence (docs/METHOD.md section 10).
-
-    For each image the predicted class is explained by every method; pixels are deleted (set to the
-    dataset's per-channel mean, computed over the whole --data split before normalisation) or
-    inserted into the all-mean image in K equal steps, in decreasing map order with ties broken by a
-    random permutation from --seed; the curves are the softmax probability of the class and their
-    AUCs the trapezoid over [0, 1]. Average drop and increase use the map M in [0, 1] as a mask
-    around the mean, x' = mean + M (x - mean), before normalisation (= M times the normalised image
-    when the normalisation subtracts that mean). Methods: our graph explanation, the authors'
-    preset, Grad-CAM (captum, last convolution, bilinear upsampling), Integrated Gradients (captum,
-    black baseline), a seeded uniform-random map and a centred Gaussian (sigma a quarter of the
-    side). Prints mean +- standard error per method, and each method's paired difference from
-    'graph' with a 95% interval.
-    """
+    """Deletion and insertion AUC, average drop and increase in confidence, per method (see HELP)."""
     import numpy as np
     import torch
 
