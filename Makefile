@@ -47,4 +47,4 @@ bench: install launcher
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash bench/run_all.sh
 
 clean:
-	rm -rf $(VENV) server/target .cnngraph out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) server/target .cnngraph out build dist .mypy_cache .ruff_cache .pytest_cache
