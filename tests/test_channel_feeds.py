@@ -283,3 +283,70 @@ def test_permutes_and_views_that_move_the_spatial_axes_are_refused(how: str, op:
         trace_model(Rearranged(how), (1, 6, 6))
     message = str(info.value)
     assert op in message and "'a'" in message and "'b'" in message
+
+
+class SqueezeExcite(nn.Module):
+    """The common hand-written SE gate: pool, ``view(n, c)``, two linear layers, ``view(n, c, 1, 1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.c2 = C(3, 4, 3, padding=1), C(4, 4, 3, padding=1), C(2, 2, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 4), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c0(x)
+        n, c, _, _ = y.size()
+        gate = self.fc(self.pool(y).view(n, c)).view(n, c, 1, 1)
+        z = self.c1(y * gate.expand_as(y))
+        squeezed = torch.sigmoid(self.fc[0](z.mean((2, 3))))  # functional: mean without keepdim
+        return self.c2(z[:, :2] * squeezed[:, :, None, None])
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt V2's GRN over channels-last maps: an L2 norm over both spatial axes, mixed channels."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((1, 1, 1, dim), 0.5))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+        return self.gamma * (x * nx) + self.beta + x
+
+
+class ConvNeXtV2Style(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = C(3, 8, 2, stride=2)
+        self.dw = C(8, 8, 3, padding=1, groups=8)
+        self.norm, self.up, self.grn, self.down = (
+            nn.LayerNorm(8),
+            nn.Linear(8, 16),
+            GlobalResponseNorm(16),
+            nn.Linear(16, 8),
+        )
+        self.last = C(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.down(self.grn(F.gelu(self.up(self.norm(self.dw(x).permute(0, 2, 3, 1))))))
+        return self.last(x + y.permute(0, 3, 1, 2))
+
+
+def test_squeeze_excitation_through_linear_layers_is_followed() -> None:
+    pairs = named_pairs(SqueezeExcite(), (3, 6, 6))
+    assert pairs == {("c0", "c1"), ("c1", "c2")}
+    traced = trace_model(SqueezeExcite(), (3, 6, 6))
+    vias = {(f.src, f.dst): f.via for f in traced.feeds}
+    assert vias == {(0, 1): "broadcast+mul+pool", (1, 2): "broadcast+mul+pool"}
+    got = check_against_oracles(SqueezeExcite(), (3, 6, 6))
+    assert len(got[(0, 1)]) == 36 * 36  # the gate reads every position, so every position feeds every one
+
+
+def test_convnext_v2_global_response_norm_is_a_global_pooling() -> None:
+    got = check_against_oracles(ConvNeXtV2Style(), (3, 12, 12))
+    assert set(got) == {(0, 1), (0, 2), (1, 2)}
+    assert len(got[(1, 2)]) == 36 * 36

@@ -74,7 +74,10 @@ OPERATORS = {
 SPLIT_NAMES = frozenset({"chunk", "split", "tensor_split", "unbind", "split_with_sizes"})
 CAT_NAMES = frozenset({"cat", "concat", "concatenate"})
 RESHAPE_NAMES = frozenset({"view", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze"})
-REDUCE_NAMES = frozenset({"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod"})
+REDUCE_NAMES = frozenset(
+    {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod", "norm",
+     "linalg_vector_norm"}
+)  # fmt: skip
 PERMUTE_NAMES = frozenset({"permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis"})
 SHUFFLE_NAMES = frozenset({"channel_shuffle", "native_channel_shuffle"})
 SOFTMAX_NAMES = frozenset({"softmax", "log_softmax"})
@@ -136,9 +139,11 @@ Sources = dict[int, list[_Path]]
 
 @dataclass(frozen=True)
 class _Flow:
-    """What reaches one tensor: per source convolution its paths; ``axes``: the row and column dims."""
+    """What reaches one tensor: per source convolution its paths; ``axes``: the row and column dims,
+    or ``()`` once both (of size 1) were squeezed away, as in ``pool(x).view(n, c)`` before the
+    linear layers of a squeeze-and-excitation gate; a later ``view(n, c, 1, 1)`` brings them back."""
 
-    axes: tuple[int, int]
+    axes: tuple[int, ...]
     sources: Sources
 
 
@@ -379,7 +384,7 @@ def _block_inputs(node: fx.Node, flows: dict[fx.Node, Flow], what: str) -> _Flow
 
 def _remap(
     flow: _Flow,
-    axes: tuple[int, int] | None = None,
+    axes: tuple[int, ...] | None = None,
     channels: Callable[[np.ndarray], np.ndarray] | None = None,
     geometry: Callable[[PathGeometry], PathGeometry] | None = None,
     tag: str | None = None,
@@ -403,12 +408,12 @@ def _remap(
     return _Flow(flow.axes if axes is None else axes, sources)
 
 
-def _channel_dims(ndim: int, axes: tuple[int, int]) -> list[int]:
+def _channel_dims(ndim: int, axes: tuple[int, ...]) -> list[int]:
     """The dims of a tensor that its channel masks span: all but the batch and the spatial axes."""
     return [d for d in range(1, ndim) if d not in axes]
 
 
-def _mask_shape(shape: tuple[int, ...], axes: tuple[int, int]) -> tuple[int, ...]:
+def _mask_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape[d] for d in _channel_dims(len(shape), axes))
 
 
@@ -659,7 +664,7 @@ def _elementwise(
     if out is None or any(isinstance(flows[a], _Items) for a in args):
         return _block_inputs(node, flows, what)
     parts: list[_Flow] = []
-    layout: tuple[int, int] | None = None
+    layout: tuple[int, ...] | None = None
     for arg in args:
         flow, shape = flows[arg], _shape(arg)
         assert isinstance(flow, _Flow)
@@ -674,6 +679,9 @@ def _elementwise(
             parts.append(flow if tag is None else _remap(flow, tag=tag))
             continue
         target = _mask_shape(out, flow.axes)
+        if not flow.axes:  # spatial axes squeezed away: only the channels broadcast
+            parts.append(_remap(flow, channels=lambda m, target=target: np.broadcast_to(m, target), tag=tag))
+            continue
         size_r, size_c = out[flow.axes[0]], out[flow.axes[1]]
 
         def broadcast(g: PathGeometry, size_r: int = size_r, size_c: int = size_c) -> PathGeometry:
@@ -692,7 +700,7 @@ def _elementwise(
         parts.append(_Flow(moved.axes, {a: [_settle(p) for p in ps] for a, ps in moved.sources.items()}))
     if not parts:
         return _Flow((2, 3), {})
-    return _Flow(layout or parts[0].axes, _merge([p.sources for p in parts]))
+    return _Flow(parts[0].axes if layout is None else layout, _merge([p.sources for p in parts]))
 
 
 def _settle(p: _Path) -> _Path:
@@ -762,7 +770,7 @@ def _split(node: fx.Node, name: str, flow: _Flow, shape_in: tuple[int, ...], wha
     offset = 0
     for meta in metas:
         if name == "unbind":
-            axes = (flow.axes[0] - (flow.axes[0] > dim), flow.axes[1] - (flow.axes[1] > dim))
+            axes = tuple(a - (a > dim) for a in flow.axes)
             items.append(_remap(flow, axes, lambda m, i=offset: np.take(m, i, axis=k), tag="split"))
             offset += 1
             continue
@@ -791,7 +799,7 @@ def _index(
     else:
         items = items + tuple(fill)
     d_in = d_out = 0
-    axes: list[int] = [-1, -1]
+    axes: list[int] = [-1] * len(flow.axes)
     mask_index: list[Any] = []
     lists = 0
     for item in items:
@@ -804,6 +812,9 @@ def _index(
         if d_in >= len(shape_in):
             return _blocked(flow, what)
         if d_in == 0 or d_in in flow.axes:
+            if d_in and shape_in[d_in] == 1 and item in (0, -1):  # a spatial axis of size 1 dropped
+                d_in += 1
+                continue
             whole = isinstance(item, slice) and range(*item.indices(shape_in[d_in])) == range(shape_in[d_in])
             if not whole:
                 return _blocked(flow, what)
@@ -819,9 +830,9 @@ def _index(
                 continue
         d_in += 1
         d_out += 1
-    if lists > 1 or d_out != len(shape_out):
-        return _blocked(flow, what)
-    layout = (axes[0], axes[1])
+    if lists > 1 or d_out != len(shape_out) or (axes.count(-1) not in (0, len(axes))):
+        return _blocked(flow, what)  # one spatial axis dropped, the other kept
+    layout = tuple(axes) if -1 not in axes else ()
     target = _mask_shape(shape_out, layout)
     selector = tuple(mask_index)
     if all(isinstance(i, slice) and i == slice(None) for i in selector) and layout == flow.axes:
@@ -832,7 +843,7 @@ def _index(
         return _blocked(flow, what)
     if probe.shape != target:
         return _blocked(flow, what)
-    return _remap(flow, layout, lambda m: m[selector])
+    return _reattach(_remap(flow, layout, lambda m: m[selector]), shape_out)
 
 
 def _reshape(flow: _Flow, shape_in: tuple[int, ...], shape_out: tuple[int, ...], what: str) -> _Flow:
@@ -842,13 +853,17 @@ def _reshape(flow: _Flow, shape_in: tuple[int, ...], shape_out: tuple[int, ...],
     groups = _reshape_groups(shape_in, shape_out)
     if groups is None:
         return _blocked(flow, what)
-    axes = [-1, -1]
+    axes = [-1] * len(flow.axes)
     batch = False
+    dropped = 0
     for ins, outs in groups:
         special = [d for d in ins if d == 0 or d in flow.axes]
         if not special:
             if any(d == 0 for d in outs):
                 return _blocked(flow, what)
+            continue
+        if ins[0] != 0 and len(ins) == 1 and not outs and shape_in[ins[0]] == 1:
+            dropped += 1  # a spatial axis of size 1 squeezed away
             continue
         if len(ins) != 1 or len(outs) != 1 or shape_in[ins[0]] != shape_out[outs[0]]:
             return _blocked(flow, what)  # the batch or a spatial axis is merged, split or dropped
@@ -856,11 +871,18 @@ def _reshape(flow: _Flow, shape_in: tuple[int, ...], shape_out: tuple[int, ...],
             batch = outs[0] == 0
         else:
             axes[flow.axes.index(ins[0])] = outs[0]
-    if not batch or axes[0] < 0 or axes[1] < 0 or axes[0] > axes[1]:
+    if not batch or dropped not in (0, len(axes)) or (not dropped and axes and axes[0] > axes[1]):
         return _blocked(flow, what)
-    layout = (axes[0], axes[1])
+    layout = () if dropped else tuple(axes)
     target = _mask_shape(shape_out, layout)
-    return _remap(flow, layout, lambda m: m.reshape(target))
+    return _reattach(_remap(flow, layout, lambda m: m.reshape(target)), shape_out)
+
+
+def _reattach(flow: _Flow, shape: tuple[int, ...]) -> _Flow:
+    """Squeezed-away spatial axes come back as the last two dims of a map ``[n, ..., 1, 1]``."""
+    if flow.axes or len(shape) < 4 or shape[-2:] != (1, 1):
+        return flow
+    return _remap(flow, (len(shape) - 2, len(shape) - 1), lambda m: m.reshape(m.shape[:-2]))
 
 
 def _reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -922,8 +944,8 @@ def _permute(node: fx.Node, name: str, flow: _Flow, shape_in: tuple[int, ...], w
         return flow
     if perm[0] != 0:
         return _blocked(flow, what)
-    axes = (perm.index(flow.axes[0]), perm.index(flow.axes[1]))
-    if axes[0] > axes[1]:
+    axes = tuple(perm.index(a) for a in flow.axes)
+    if axes and axes[0] > axes[1]:
         return _blocked(flow, what)  # rows and columns change places
     before = _channel_dims(n, flow.axes)
     order = [before.index(perm[d]) for d in _channel_dims(n, axes)]
@@ -992,13 +1014,15 @@ def _linear(flow: _Flow, shape_in: tuple[int, ...], shape_out: tuple[int, ...], 
 def _reduce(
     node: fx.Node, name: str, flow: _Flow, shape_in: tuple[int, ...], flows: dict[fx.Node, Flow], what: str
 ) -> Flow:
-    """A reduction over channel dims mixes them; over both spatial axes (keepdim) it is a global
-    pooling; over the batch, one spatial axis, or both without keepdim it cannot be followed."""
+    """A reduction over channel dims mixes them; over both spatial axes it is a global pooling
+    (without keepdim the spatial axes are squeezed away); over the batch or one spatial axis it
+    cannot be followed."""
     n = len(shape_in)
-    dims = _value(_arg(node, 1, "dim"))
-    keep = _value(_arg(node, 2, "keepdim"))
-    if name in ("std", "var") and not isinstance(dims, int | list | tuple):
-        return _blocked(flow, what)
+    at = 2 if name in ("norm", "linalg_vector_norm") else 1  # norm(x, p, dim, keepdim)
+    dims = _value(_arg(node, at, "dim"))
+    keep = _value(node.kwargs["keepdim"] if "keepdim" in node.kwargs else _arg(node, at + 1, "keepdim"))
+    if name in ("std", "var") and "keepdim" not in node.kwargs:  # var(x, dim, unbiased, keepdim)
+        keep = _value(_arg(node, 3, "keepdim"))
     listed = [dims] if isinstance(dims, int) else dims
     if not isinstance(listed, list | tuple) or not listed or not isinstance(keep, bool | type(None)):
         return _blocked(flow, what)
@@ -1007,22 +1031,23 @@ def _reduce(
     reduced = sorted({d % n for d in listed})
     keep = bool(keep)
     spatial = [d for d in reduced if d in flow.axes]
-    if 0 in reduced or len(spatial) == 1 or (spatial and not keep):
+    if 0 in reduced or len(spatial) == 1:
         result: Flow = _blocked(flow, what)
     else:
         channel = _channel_dims(n, flow.axes)
         along = tuple(channel.index(d) for d in reduced if d not in flow.axes)
         axes = flow.axes
-        if not keep:
-            axes = (axes[0] - sum(d < axes[0] for d in reduced), axes[1] - sum(d < axes[1] for d in reduced))
+        if spatial and not keep:
+            axes = ()
+        elif not keep:
+            axes = tuple(a - sum(d < a for d in reduced) for a in axes)
 
         def mix(m: np.ndarray) -> np.ndarray:
             return m.any(axis=along, keepdims=keep) if along else m
 
         result = _remap(flow, axes, mix)
         if spatial:
-            shape = (1, 1) if keep else ()
-            result = _adaptive(result, shape)
+            result = _adaptive(result, (1, 1))
     if name in ("max", "min"):  # (values, indices)
         return _Items((result, result)) if isinstance(result, _Flow) else result
     return result

@@ -1,10 +1,11 @@
 """Find the convolutions of a model and how they feed each other (docs/METHOD.md sections 1, 3 and 8).
 
 The model is traced once with ``torch.fx`` (``symbolic_trace``); its ``Conv2d`` calls, in graph
-(= execution) order, are the layers ``c_1 .. c_M``. Shapes come from one forward pass of a zero
-input through the traced graph. :func:`cnngraph.mapping.feeds.find_feeds` then finds every pair
-``c_a`` feeds ``c_b`` with the geometry of its paths; each convolution's block (the norms and
-activations that directly and only consume it) gives its response.
+(= execution) order, are the layers ``c_1 .. c_M``. Shapes come from running the traced graph on
+meta tensors (shapes only, nothing computed, the model's weights never touched; a real forward
+pass of a zero input only where the meta run fails). :func:`cnngraph.mapping.feeds.find_feeds`
+then finds every pair ``c_a`` feeds ``c_b`` with the geometry of its paths; each convolution's
+block (the norms and activations that directly and only consume it) gives its response.
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
         model.train(was_training)
 
 
+BATCH = 2
+"""Shapes are propagated for a batch of 2: a batch of 1 cannot be told from a squeezable dim."""
+
+
 class ShapeMeta(NamedTuple):
     """What shape propagation records of a tensor (``node.meta['tensor_meta']``)."""
 
@@ -232,7 +237,7 @@ def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_shape: tuple[i
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.func.functional_call(
-                    _Propagate(recorder), meta, (torch.zeros(1, *input_shape, device="meta"),)
+                    _Propagate(recorder), meta, (torch.zeros(BATCH, *input_shape, device="meta"),)
                 )
             return
         except Exception as e:
@@ -243,7 +248,7 @@ def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_shape: tuple[i
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                recorder.run(torch.zeros(1, *input_shape, device=device))
+                recorder.run(torch.zeros(BATCH, *input_shape, device=device))
         except Exception as e:
             raise _fit_error(gm, model, input_shape, recorder.running, e) from None
     finally:
