@@ -92,7 +92,8 @@ def test_commands_without_a_model_do_not_import_torch(
     state = {"CNNGRAPH_STATE_DIR": str(tmp_path / "state"), "NEO4J_URI": "bolt://127.0.0.1:9"}
     runs = [
         (("--help",), "0"),
-        (("browse", "--model", "net"), "0"),
+        (("browse",), "0"),
+        (("browse", "--model", "net"), "2"),  # its queries need the (unreachable) server
         (("inspect", path, "--json"), "0"),
         (("export", path, "--out", tmp_path / "net.gexf"), "0"),
         (("server", "status"), "1"),  # no server runs from this state directory

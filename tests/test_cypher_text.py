@@ -1,4 +1,4 @@
-"""The loader's Cypher text and parameters, pinned; the documented Browser queries run."""
+"""The loader's Cypher text and parameters, pinned; the shipped style sheet's rules."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from cnngraph.loader import rows, schema
 from cnngraph.loader.catalog import drop_model
 from cnngraph.loader.writer import load_network
 from cnngraph.queries import QUERY_NAMES, cypher, style_path
-from cnngraph.queries.scoring import compute_scores
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_arc_statement_is_one_match_pair_per_arc() -> None:
@@ -97,70 +94,13 @@ def test_query_files_document_their_parameters() -> None:
 
 def test_style_sheet_styles_layers_sizes_and_arcs() -> None:
     text = Path(style_path()).read_text()
-    assert "node.L0 {" in text and "node.L12 {" in text
+    assert "node.L0 {" in text and "node.L255 {" in text
     assert all(f"node.D{k} {{ diameter:" in text for k in range(5))
-    assert 'relationship.ARC { color: #7F8C8D; caption: "{w}"; }' in text
-    assert 'node.Position { diameter: 50px; caption: "L{layer} ({i},{j})";' in text
+    assert 'relationship.ARC { color: #7F8C8D; caption: "c{class} {w}"; }' in text
+    assert 'caption: "L{layer} {i},{j}"; }' in text and 'caption: "{via}"; }' in text
     # Browser's grass parser takes no comments: pasted after ':style' or dropped, they break it.
     assert "/*" not in text and "//" not in text and text.lstrip().startswith("node {")
 
 
-def _run_block(driver: Any, block: str, params: dict[str, Any]) -> list[Any]:
-    """Each block pastes into Browser as it is: its ':param' lines set what the query uses."""
-    statements = [s.strip() for s in block.split(";") if s.strip()]
-    for statement in statements[:-1]:
-        name, value = re.fullmatch(r":param (\w+) => (-?\d+)", statement).groups()  # type: ignore[union-attr]
-        params[name] = int(value)
-    assert block.rstrip().endswith(";") and not statements[-1].startswith(":")
-    records, _, _ = driver.execute_query(statements[-1], params)
-    return list(records)
-
-
-@pytest.mark.neo4j
-def test_documented_browser_queries_run(neo4j_driver: Any) -> None:
-    """The README's five queries on a per-class model, then its compact variants of 2, 3 and 5 on the
-    same network loaded compact: same rows, same numbers."""
-    blocks = re.findall(r"```cypher\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 8
-    net = synthetic_network([(6, 6), (6, 6)], classes=3)
-    model = f"test-doc-{uuid.uuid4().hex[:8]}"
-    compact = f"{model}-compact"
-    try:
-        load_network(neo4j_driver, net, model)
-        compute_scores(neo4j_driver, model)
-        params: dict[str, Any] = {"model": model}
-        results = [_run_block(neo4j_driver, block, params) for block in blocks[:5]]
-        counts = [len(r) for r in results]
-        assert {"layer", "i", "j"} <= set(params)
-        assert counts[1] == 9 and counts[3] == 2 and counts[4] == 20
-        assert counts[2] > 0 and counts[0] >= 1
-        load_network(neo4j_driver, net, compact, layout="compact")
-        compute_scores(neo4j_driver, compact)
-        params = {"model": compact}
-        neighbourhood, paths, gaps = (_run_block(neo4j_driver, block, params) for block in blocks[5:])
-        expected = float(net.node_values["mean"][0, net.topology.weight_node[2 * 6 + 2]])
-        assert [r["weight"] for r in neighbourhood] == [expected] * 9
-        assert len(paths) > 0
-        per_class_gaps = sorted(r["gap"] for r in results[4])
-        assert sorted(r["gap"] for r in gaps) == pytest.approx(per_class_gaps, rel=1e-12)
-    finally:
-        drop_model(neo4j_driver, model)
-        drop_model(neo4j_driver, compact)
-
-
-@pytest.mark.neo4j
-@pytest.mark.parametrize("layout", ["per-class", "compact"])
-def test_browse_starter_query_shows_class_zero_on_both_layouts(neo4j_driver: Any, layout: str) -> None:
-    from cnngraph.cli.browse_cmd import starter_query
-
-    net = synthetic_network([(6, 6), (6, 6)], classes=3)
-    model = f"test-starter-{uuid.uuid4().hex[:8]}"
-    try:
-        load_network(neo4j_driver, net, model, layout=layout)
-        compute_scores(neo4j_driver, model)
-        records = _run_block(neo4j_driver, starter_query(model).split(";", 1)[1], {"model": model})
-        arcs = [r["path"].relationships[0] for r in records]
-        assert len(arcs) > 20  # 20 positions, each with its outgoing arcs of class network 0
-        assert {r.get("class") for r in arcs} == ({0} if layout == "per-class" else {None})
-    finally:
-        drop_model(neo4j_driver, model)
+# The documented Browser queries and those 'cnngraph browse' prints: tests/test_browse_cmd.py
+# (through the driver) and tests/test_browser_ui.py (pasted into Neo4j Browser).

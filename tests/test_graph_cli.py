@@ -14,7 +14,7 @@ import typer
 from test_loader import synthetic_network
 from typer.testing import CliRunner
 
-from cnngraph.cli.browse_cmd import browser_url, starter_query
+from cnngraph.cli.browse_cmd import browser_url
 from cnngraph.loader.catalog import drop_model
 from cnngraph.mapping import reference
 
@@ -122,23 +122,26 @@ def test_drop_asks_first(cli_app: typer.Typer) -> None:
 
 
 def test_browse(cli_app: typer.Typer, tmp_path: Path) -> None:
-    env = {"NEO4J_URI": "bolt://127.0.0.1:7687", "NEO4J_PASSWORD": "", "CNNGRAPH_HTTP_PORT": ""}
+    env = {"NEO4J_URI": "bolt://127.0.0.1:9", "NEO4J_PASSWORD": "", "CNNGRAPH_HTTP_PORT": ""}
     env["CNNGRAPH_STATE_DIR"] = str(tmp_path)  # no local server runs from here
-    result = _run(cli_app, env, "browse", "--model", "vgg")
-    assert result.exit_code == 0
-    assert "http://127.0.0.1:7474/browser/?dbms=bolt://127.0.0.1:7687&preselectAuthMethod=NO_AUTH" in (
+    result = _run(cli_app, env, "browse")
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:7474/browser/?dbms=bolt://127.0.0.1:9&preselectAuthMethod=NO_AUTH" in (
         result.output
     )
-    assert "style.grass" in result.output and ":param model => 'vgg';" in result.output
-    assert Path(result.output.split("text: ")[1].split()[0]).is_file()
+    assert "style.grass" in result.output and "--model NAME" in result.output
+    assert Path(result.output.split("drop this file onto it: ")[1].split()[0]).is_file()
     assert "autoComplete: false" in result.output
+    # The query menu needs the model from the database: unreachable, one line and exit 2.
+    menu = _run(cli_app, env, "browse", "--model", "vgg")
+    assert menu.exit_code == 2 and len(menu.output.strip().splitlines()) == 1, menu.output
 
 
 def test_browse_prints_the_real_http_port(cli_app: typer.Typer) -> None:
     env = {"NEO4J_URI": "bolt://127.0.0.1:7999", "NEO4J_PASSWORD": "secret-password"}
     flag = _run(cli_app, env, "browse", "--http-port", "8123")
-    assert "Neo4j Browser: http://127.0.0.1:8123/browser/?dbms=bolt://127.0.0.1:7999\n" in flag.output
-    assert "User:          neo4j" in flag.output
+    assert "Neo4j Browser: http://127.0.0.1:8123/browser/?dbms=bolt://neo4j@127.0.0.1:7999\n" in flag.output
+    assert "Log in as:     neo4j, password in the environment variable NEO4J_PASSWORD" in flag.output
     variable = _run(cli_app, {**env, "CNNGRAPH_HTTP_PORT": "8124"}, "browse")
     assert "http://127.0.0.1:8124/browser/" in variable.output
 
@@ -150,13 +153,15 @@ def test_browse_finds_the_running_local_server(cli_app: typer.Typer, neo4j_serve
     env = {"NEO4J_URI": neo4j_server.bolt_uri, "CNNGRAPH_STATE_DIR": str(neo4j_server.state_dir)}
     result = _run(cli_app, {**env, "CNNGRAPH_HTTP_PORT": ""}, "browse")
     assert result.exit_code == 0, result.output
-    assert f"http://127.0.0.1:{neo4j_server.http_port}/browser/?dbms={neo4j_server.bolt_uri}" in result.output
-    assert "autoComplete" not in result.output  # this server turns "Connect result nodes" off itself
+    bolt = neo4j_server.bolt_uri.replace("bolt://", "bolt://neo4j@")
+    assert f"http://127.0.0.1:{neo4j_server.http_port}/cnngraph/browser?dbms={bolt}" in result.output
+    assert "autoComplete" not in result.output  # this server's opener turns "Connect result nodes" off
+    assert str(neo4j_server.state_dir / "neo4j.password") in result.output  # where the password is
 
 
 def test_browser_url() -> None:
     assert browser_url("neo4j://localhost:7687", auth=True) == (
-        "http://localhost:7474/browser/?dbms=neo4j://localhost:7687"
+        "http://localhost:7474/browser/?dbms=neo4j://neo4j@localhost:7687"
     )
     assert browser_url("bolt://10.0.0.5:7688", 8474, auth=False) == (
         "http://10.0.0.5:8474/browser/?dbms=bolt://10.0.0.5:7688&preselectAuthMethod=NO_AUTH"
@@ -164,8 +169,6 @@ def test_browser_url() -> None:
     assert browser_url("neo4j+s://abc.databases.neo4j.io") == (
         "https://browser.neo4j.io/?connectURL=neo4j+s://abc.databases.neo4j.io"
     )
-    block = starter_query("it's")
-    assert block.startswith(":param model => 'it\\'s';\n")
-    # Pasted into Browser, a block runs statement by statement: every statement ends with ';'.
-    statements = [s.strip() for s in block.split(";\n")]
-    assert len(statements) == 2 and statements[1].endswith("RETURN path;")
+    assert browser_url("bolt://127.0.0.1:7687", 7474, opener=True) == (
+        "http://127.0.0.1:7474/cnngraph/browser?dbms=bolt://neo4j@127.0.0.1:7687"
+    )

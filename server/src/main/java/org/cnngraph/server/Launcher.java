@@ -76,9 +76,16 @@ public final class Launcher {
     raw.put("server.memory.pagecache.size", opts.getOrDefault("pagecache", "512m"));
     raw.put("dbms.usage_report.enabled", "false");
     raw.put("dbms.security.http_access_control_allow_origin", "http://" + http);
-    // Neo4j Browser starts with "Connect result nodes" (its setting autoComplete) off: else it
-    // draws the arcs of every class between the nodes a query returns.
-    raw.put("browser.post_connect_cmd", "config autoComplete: false");
+    // Neo4j Browser: cnngraph's pages under /cnngraph (web.BrowserPages): the opener that turns
+    // "Connect result nodes" (autoComplete) off before Browser starts, so no settings frame follows
+    // the login, and the guides and styles that 'cnngraph browse' writes; Browser fetches them
+    // without credentials. Remote guides and styles only from this host (Browser 5.24 compares
+    // host names, not ports), and no usage reports from Browser.
+    raw.put("server.unmanaged_extension_classes", "org.cnngraph.server.web=/cnngraph");
+    raw.put("dbms.security.http_auth_allowlist", "/,/browser.*,/cnngraph/.*");
+    raw.put("browser.remote_content_hostname_whitelist", "http://" + host);
+    raw.put("client.allow_telemetry", "false");
+    org.cnngraph.server.web.BrowserPages.serveFrom(home.resolve("guides"));
     raw.putAll(config);
 
     long started = System.nanoTime();
