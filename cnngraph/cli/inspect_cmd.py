@@ -60,7 +60,15 @@ def print_summary(network: MultilayerNetwork, descriptor: str) -> None:
 
 @handle_errors
 def inspect_cmd(
-    file: Annotated[Path, typer.Argument(help="A mapping file written by 'cnngraph map' (.npz).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE|MODEL",
+            help="A mapping file written by 'cnngraph map' (.npz); or, with --input-size, a model named as "
+            "for 'cnngraph map' (vgg16, torchvision:NAME, file.py:factory), whose topology is printed "
+            "without images or weights.",
+        ),
+    ],
     descriptor: Annotated[
         str | None,
         typer.Option(
@@ -70,9 +78,28 @@ def inspect_cmd(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    input_size: Annotated[
+        int | None,
+        typer.Option(
+            "--input-size",
+            help="Inspect MODEL's topology for square inputs of this side: nodes, arcs and layer pairs "
+            "from shapes alone (weights on the meta device, so a model too big for memory works too).",
+            show_default=False,
+        ),
+    ] = None,
+    in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels of MODEL.")] = 3,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Outputs of MODEL.")] = 10,
+    width: Annotated[float, typer.Option("--width", help="Width multiplier of a reference MODEL.")] = 1.0,
 ) -> None:
-    """Print a per-layer summary of a saved mapping: filters, size, nodes, arcs, node values, classes."""
+    """Print a per-layer summary of a saved mapping: filters, size, nodes, arcs, node values, classes;
+    or, with --input-size, the topology of a model without images or weights."""
     from cnngraph.mapping.summary import network_summary
+
+    if input_size is not None:
+        from cnngraph.cli.topology_view import print_model_topology
+
+        print_model_topology(str(file), input_size, in_channels, num_classes, width, as_json)
+        return
 
     network = load_mapping(file)
     chosen = descriptor or str(network.options.get("descriptor", "mean"))

@@ -32,6 +32,7 @@ arcs are united); identical ones are merged.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -680,7 +681,7 @@ def _elementwise(
             continue
         target = _mask_shape(out, flow.axes)
         if not flow.axes:  # spatial axes squeezed away: only the channels broadcast
-            parts.append(_remap(flow, channels=lambda m, target=target: np.broadcast_to(m, target), tag=tag))
+            parts.append(_remap(flow, channels=functools.partial(np.broadcast_to, shape=target), tag=tag))
             continue
         size_r, size_c = out[flow.axes[0]], out[flow.axes[1]]
 
@@ -695,7 +696,7 @@ def _elementwise(
             return PathGeometry(rows, cols, frozenset(via))
 
         moved = _remap(
-            flow, channels=lambda m, target=target: np.broadcast_to(m, target), geometry=broadcast, tag=tag
+            flow, channels=functools.partial(np.broadcast_to, shape=target), geometry=broadcast, tag=tag
         )
         parts.append(_Flow(moved.axes, {a: [_settle(p) for p in ps] for a, ps in moved.sources.items()}))
     if not parts:
@@ -771,12 +772,12 @@ def _split(node: fx.Node, name: str, flow: _Flow, shape_in: tuple[int, ...], wha
     for meta in metas:
         if name == "unbind":
             axes = tuple(a - (a > dim) for a in flow.axes)
-            items.append(_remap(flow, axes, lambda m, i=offset: np.take(m, i, axis=k), tag="split"))
+            items.append(_remap(flow, axes, functools.partial(np.take, indices=offset, axis=k), tag="split"))
             offset += 1
             continue
         size = int(meta.shape[dim])
         cut = (slice(None),) * k + (slice(offset, offset + size),)
-        items.append(_remap(flow, channels=lambda m, cut=cut: m[cut], tag="split"))
+        items.append(_remap(flow, channels=operator.itemgetter(cut), tag="split"))
         offset += size
     return _Items(tuple(items))
 
@@ -923,19 +924,19 @@ def _permute(node: fx.Node, name: str, flow: _Flow, shape_in: tuple[int, ...], w
     """A permutation of dims that keeps the batch first and the row axis before the column axis."""
     n = len(shape_in)
     probe = np.empty(tuple(range(2, n + 2)), dtype=np.uint8)  # dim d has size d + 2
-    args = [_value(a) for a in node.args[1:]]
-    kwargs = {k: _value(v) for k, v in node.kwargs.items()}
+    args: list[Any] = [_value(a) for a in node.args[1:]]
+    kwargs: dict[str, Any] = {k: _value(v) for k, v in node.kwargs.items()}
     try:
         if name == "permute":
             dims = args[0] if len(args) == 1 and isinstance(args[0], list | tuple) else args
             moved = np.transpose(probe, kwargs.get("dims", dims))
         elif name in ("transpose", "swapaxes", "swapdims"):
-            d0 = args[0] if args else kwargs.get("dim0", kwargs.get("axis0"))
-            d1 = args[1] if len(args) > 1 else kwargs.get("dim1", kwargs.get("axis1"))
+            d0: Any = args[0] if args else kwargs.get("dim0", kwargs.get("axis0"))
+            d1: Any = args[1] if len(args) > 1 else kwargs.get("dim1", kwargs.get("axis1"))
             moved = np.swapaxes(probe, d0, d1)
         else:
-            src = args[0] if args else kwargs.get("source")
-            dst = args[1] if len(args) > 1 else kwargs.get("destination")
+            src: Any = args[0] if args else kwargs.get("source")
+            dst: Any = args[1] if len(args) > 1 else kwargs.get("destination")
             moved = np.moveaxis(probe, src, dst)
     except (TypeError, ValueError, IndexError, np.exceptions.AxisError):
         return _blocked(flow, what)
@@ -1043,7 +1044,7 @@ def _reduce(
             axes = tuple(a - sum(d < a for d in reduced) for a in axes)
 
         def mix(m: np.ndarray) -> np.ndarray:
-            return m.any(axis=along, keepdims=keep) if along else m
+            return np.asarray(m.any(axis=along, keepdims=keep)) if along else m
 
         result = _remap(flow, axes, mix)
         if spatial:

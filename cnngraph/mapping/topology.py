@@ -8,16 +8,24 @@ pooling), their arcs are united, so an arc exists once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from cnngraph.errors import ModelError
 from cnngraph.mapping import geometry as geo
 from cnngraph.mapping.feeds import Feed, PathGeometry
 from cnngraph.mapping.network import LayerInfo, Topology
-from cnngraph.mapping.trace import trace_model
+from cnngraph.mapping.trace import TracedModel, trace_model
+
+if TYPE_CHECKING:
+    from cnngraph.models import ModelSpec
 
 
 def assemble_topology(layers: Sequence[LayerInfo], feeds: Sequence[Feed]) -> Topology:
@@ -54,6 +62,81 @@ def topology_for_model(model: nn.Module, input_shape: tuple[int, int, int]) -> T
     """Trace ``model`` and build its topology for inputs of shape ``(C, H, W)``."""
     traced = trace_model(model, input_shape)
     return assemble_topology(traced.layers, traced.feeds)
+
+
+@dataclass(frozen=True)
+class ModelTopology:
+    """A model's topology found without images or weights, and what it took."""
+
+    traced: TracedModel
+    topology: Topology
+    seconds: float  # trace (fx, shapes on meta tensors, feeds) + assemble_topology
+
+
+@contextmanager
+def weights_on_meta() -> Iterator[None]:
+    """Models built inside keep their parameters and buffers on the meta device (no memory).
+
+    Each tensor moves to meta as the module registers it, so a model larger than the memory
+    can still be built one layer at a time; whatever the constructor computes stays real.
+    """
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, param)
+
+    def buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        if tensor is not None and not tensor.is_meta:
+            tensor = tensor.to("meta")
+        register_buffer(self, name, tensor, persistent)
+
+    nn.Module.register_parameter = parameter  # type: ignore[method-assign]
+    nn.Module.register_buffer = buffer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
+
+
+def model_topology(spec: ModelSpec) -> ModelTopology:
+    """The topology of the model ``spec`` names, for its ``input_size`` and ``in_channels``, built
+    with its weights on the meta device: no images, no weights, no forward pass."""
+    from cnngraph.models import build_model
+
+    with weights_on_meta():
+        model = build_model(spec)
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    start = time.perf_counter()
+    traced = trace_model(model, shape)
+    topology = assemble_topology(traced.layers, traced.feeds)
+    return ModelTopology(traced, topology, time.perf_counter() - start)
+
+
+def topology_summary(topology: Topology) -> dict[str, Any]:
+    """Totals, one row per layer (filters, size, nodes, arcs out and in) and the layer pairs."""
+    counts = np.diff(topology.arc_offsets)
+    m = len(topology.layers)
+    arcs_out = np.bincount(topology.edge_src, weights=counts, minlength=m).astype(np.int64)
+    arcs_in = np.bincount(topology.edge_dst, weights=counts, minlength=m).astype(np.int64)
+    layers = [
+        {
+            "layer": k, "name": layer.name, "filters": layer.filters, "height": layer.height,
+            "width": layer.width, "nodes": layer.nodes, "arcs_out": int(arcs_out[k]),
+            "arcs_in": int(arcs_in[k]),
+        }
+        for k, layer in enumerate(topology.layers)
+    ]  # fmt: skip
+    return {
+        "layers_count": m,
+        "nodes": topology.num_nodes,
+        "arcs_per_class": topology.num_arcs,
+        "layer_pairs": topology.num_edges,
+        "layers": layers,
+        "edges": topology.edges(),
+    }
 
 
 def pair_arcs(source: LayerInfo, target: LayerInfo, feed: Feed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from cnngraph.errors import ModelError
+from cnngraph.mapping import geometry as geo
 from cnngraph.mapping.feeds import (
     ACTIVATION_MODULES,
     ACTIVATION_NAMES,
@@ -158,8 +159,9 @@ class ShapeMeta(NamedTuple):
 class _ShapeRecorder(fx.Interpreter):
     """Runs the graph node by node, recording each tensor's shape; remembers the node running.
 
-    On meta tensors a batch norm's output is its input's shape: it is not computed (PyTorch's
-    meta batch norm is a slow Python decomposition), only its channel count is checked.
+    On meta tensors the norms, activations and dropouts are not run: their output has their
+    input's shape (PyTorch's meta layer norm, batch norm and GELU are slow Python decompositions);
+    the shapes a norm needs are checked.
     """
 
     def __init__(self, gm: fx.GraphModule) -> None:
@@ -177,15 +179,86 @@ class _ShapeRecorder(fx.Interpreter):
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
         module = self.fetch_attr(target)
         x = args[0] if len(args) == 1 and not kwargs else None
-        if (
-            isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and isinstance(x, torch.Tensor)
-            and x.is_meta
-            and x.dim() > 1
-            and x.shape[1] == module.num_features
-        ):
-            return torch.empty_like(x)
+        if isinstance(x, torch.Tensor) and x.is_meta:
+            if _keeps_shape(module, x):
+                return x.new_empty(x.shape)
+            if isinstance(module, nn.Linear) and x.dim() >= 1 and x.shape[-1] == module.in_features:
+                return x.new_empty((*x.shape[:-1], module.out_features))  # meta addmm imports torch._dynamo
+            shape = _window_shape(module, x)  # meta convolution and pooling import sympy (seconds)
+            if shape is not None:
+                return x.new_empty(shape)
         return super().call_module(target, args, kwargs)
+
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.is_meta:
+            name = str(getattr(target, "__name__", "")).rstrip("_")
+            module = str(getattr(target, "__module__", "") or "")
+            if module.startswith("torch") and (
+                name in ACTIVATION_NAMES
+                or name in ("dropout", "dropout2d")
+                or (name == "layer_norm" and _layer_norm_fits(x, args[1] if len(args) > 1 else None))
+            ):
+                return x.new_empty(x.shape)
+        return super().call_function(target, args, kwargs)
+
+
+def _keeps_shape(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` returns its input's shape without needing to be run (checked norms)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return x.dim() > 1 and x.shape[1] == module.num_features
+    if isinstance(module, nn.LayerNorm):
+        return _layer_norm_fits(x, module.normalized_shape)
+    if isinstance(module, nn.GroupNorm):
+        return (
+            x.dim() > 1 and x.shape[1] == module.num_channels and module.num_channels % module.num_groups == 0
+        )
+    return isinstance(module, (*ACTIVATION_MODULES, nn.Dropout, nn.Dropout2d, nn.Identity))
+
+
+def _window_shape(module: nn.Module, x: torch.Tensor) -> tuple[int, ...] | None:
+    """The output shape of a convolution or pooling module on ``x`` [N, C, H, W], or None to run it."""
+    from cnngraph.mapping.feeds import conv_padding
+
+    if x.dim() != 4:
+        return None
+    n, c, h, w = (int(v) for v in x.shape)
+    if isinstance(module, nn.Conv2d):
+        if c != module.in_channels or (module.padding == "same" and module.stride not in (1, (1, 1))):
+            return None
+        k, s, d = (_pair(v) for v in (module.kernel_size, module.stride, module.dilation))
+        p = conv_padding(module)
+        after = [
+            size
+            if module.padding == "same"
+            else geo.conv_out_size(geo.AxisConv(k[a], s[a], p[a], d[a]), size)
+            for a, size in enumerate((h, w))
+        ]
+        return (n, module.out_channels, *after) if min(after) >= 1 else None
+    if isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and not getattr(module, "return_indices", False):
+        k, s, p = (
+            _pair(v) for v in (module.kernel_size, module.stride or module.kernel_size, module.padding)
+        )
+        d = _pair(getattr(module, "dilation", 1))
+        if any(2 * p[a] > k[a] for a in (0, 1)):
+            return None  # PyTorch refuses it: let it say so
+        try:
+            pools = [geo.AxisPool(k[a], s[a], p[a], d[a], module.ceil_mode) for a in (0, 1)]
+            return (n, c, pools[0].out_size(h), pools[1].out_size(w))
+        except ModelError:
+            return None
+    if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and not getattr(
+        module, "return_indices", False
+    ):
+        out: Any = module.output_size
+        rows, cols = (out, out) if isinstance(out, int) else tuple(out)
+        return (n, c, h if rows is None else int(rows), w if cols is None else int(cols))
+    return None
+
+
+def _layer_norm_fits(x: torch.Tensor, normalized: Any) -> bool:
+    shape = [normalized] if isinstance(normalized, int) else list(normalized or [])
+    return bool(shape) and x.dim() >= len(shape) and list(x.shape[-len(shape) :]) == shape
 
 
 class _Propagate(nn.Module):
@@ -232,7 +305,10 @@ def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_shape: tuple[i
     tensors = {**dict(gm.named_parameters()), **dict(gm.named_buffers())}  # tied ones once
     on_meta = any(t.is_meta for t in tensors.values())
     try:
-        meta = {f"gm.{k}": t if t.is_meta else torch.empty_like(t, device="meta") for k, t in tensors.items()}
+        meta = {
+            f"gm.{k}": t if t.is_meta else torch.empty(t.shape, dtype=t.dtype, device="meta")
+            for k, t in tensors.items()
+        }
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
