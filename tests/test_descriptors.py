@@ -361,3 +361,45 @@ def test_cli_score_degrees_prune_and_sweep_take_every_descriptor(
         assert report["descriptor"] == "sum"
     finally:
         drop_model(neo4j_driver, name)
+
+
+def test_with_descriptors_keeps_a_subset(mapped: tuple[MultilayerNetwork, Any]) -> None:
+    net, _ = mapped
+    small = net.with_descriptors(["median", "mean"])
+    assert small.descriptors == ["mean", "median"] and small.topology is net.topology
+    with pytest.raises(MappingFileError, match="default descriptor 'mean' must be among"):
+        net.with_descriptors(["max"])
+    with pytest.raises(MappingFileError, match="unknown descriptor 'mode'"):
+        net.with_descriptors(["mean", "mode"])
+
+
+@pytest.mark.neo4j
+def test_load_descriptors_stores_only_those(
+    cli_app: typer.Typer, neo4j_env: dict[str, str], neo4j_driver: Any, mapped: Any, tmp_path: Path
+) -> None:
+    net, _ = mapped
+    name = f"desc-sub-{uuid.uuid4().hex[:8]}"
+    path = net.save(tmp_path / f"{name}.npz")
+    try:
+        result = _run(cli_app, neo4j_env, "load", str(path), "--descriptors", "mean,median")
+        assert result.exit_code == 0, result.output
+        records, _, _ = neo4j_driver.execute_query(
+            "MATCH (m:Model {id: $m}) MATCH (:Position {model: $m})-[r:ARC]->() "
+            "RETURN m.descriptors AS d, keys(r) AS k LIMIT 1",
+            m=name,
+        )
+        assert records[0]["d"] == ["mean", "median"] and set(records[0]["k"]) == {
+            "class",
+            "mean",
+            "median",
+            "w",
+        }
+        bad = _run(cli_app, neo4j_env, "score", "--model", name, "--descriptor", "sum")
+        assert bad.exit_code == 2 and "stores no 'sum' arc weights (loaded with --descriptors" in bad.output
+        good = _run(cli_app, neo4j_env, "score", "--model", name, "--descriptor", "median", "--json")
+        assert good.exit_code == 0, good.output
+        # the whole mapping under the same name is another graph: refused unless --replace
+        again = _run(cli_app, neo4j_env, "load", str(path))
+        assert again.exit_code == 2 and "--replace" in again.output
+    finally:
+        drop_model(neo4j_driver, name)

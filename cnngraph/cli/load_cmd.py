@@ -60,6 +60,16 @@ def load(
             "t times fewer relationships, for many classes or big inputs).",
         ),
     ] = "per-class",
+    descriptors: Annotated[
+        str | None,
+        typer.Option(
+            "--descriptors",
+            help="Descriptors whose arc weights are stored, comma-separated, e.g. mean,median "
+            "\\[default: all four, mean,median,max,sum]; fewer make a smaller, faster load, and only "
+            "the stored ones can be scored.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Load a multilayer network into Neo4j.
 
@@ -68,6 +78,8 @@ def load(
     model = check_model_name(file.name.removesuffix(".npz") if name is None else name)
     check_layout(layout)
     network = load_mapping(file)
+    if descriptors is not None:
+        network = network.with_descriptors([d.strip() for d in descriptors.split(",") if d.strip()])
     settings = neo4j_settings(ctx)
     with connected(ctx) as driver, progress() as bar, between_transactions(_notice) as check_interrupt:
         nodes_task = bar.add_task("positions", total=network.topology.num_nodes, rate="")

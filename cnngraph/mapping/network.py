@@ -202,6 +202,32 @@ class MultilayerNetwork:
         """The descriptors this network has node values for, in :data:`DESCRIPTORS` order."""
         return [d for d in DESCRIPTORS if d in self.node_values]
 
+    def with_descriptors(self, names: list[str] | tuple[str, ...]) -> MultilayerNetwork:
+        """The same network holding only the node values of ``names`` (a smaller graph to load; only
+        those can then be scored). The mapping's default descriptor must be among them."""
+        chosen = [d for d in DESCRIPTORS if d in names]
+        unknown = [d for d in names if d not in DESCRIPTORS]
+        if unknown or not chosen:
+            raise MappingFileError(
+                f"unknown descriptor '{(unknown or ['(none)'])[0]}'; use some of {', '.join(DESCRIPTORS)}"
+            )
+        for d in chosen:
+            self.values(d)  # refuses one this mapping lacks
+        default = str(self.options.get("descriptor", "mean"))
+        if default not in chosen:
+            raise MappingFileError(
+                f"the mapping's default descriptor '{default}' must be among the stored ones "
+                f"({', '.join(chosen)})"
+            )
+        return MultilayerNetwork(
+            topology=self.topology,
+            class_names=self.class_names,
+            node_values={d: self.node_values[d] for d in chosen},
+            images_per_class=self.images_per_class,
+            model=self.model,
+            options=self.options,
+        )
+
     def values(self, descriptor: str) -> np.ndarray:
         """Node values ``[t, N]`` of one descriptor; a one-line error for one it lacks."""
         if descriptor not in DESCRIPTORS:

@@ -164,8 +164,8 @@ def _check_descriptor(descriptor: str, props: dict[str, Any]) -> str:
         raise ConfigError(f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}")
     if descriptor not in stored:
         raise ConfigError(
-            f"model '{props['id']}' stores no '{descriptor}' arc weights (mapped by an older cnngraph); "
-            f"use {' or '.join(stored)}, or map the model again and load it with --replace"
+            f"model '{props['id']}' stores no '{descriptor}' arc weights (loaded with --descriptors, or "
+            f"mapped by an older cnngraph); use {' or '.join(stored)}, or load it again with --replace"
         )
     return descriptor
 
