@@ -53,15 +53,15 @@ def fetch_or_compute_scores(
     the checkpoint's ``net``) a graph whose layers are not the checkpoint's convolutions. With
     ``write=False`` (``prune --dry-run``) missing scores are computed in memory, not stored.
     """
-    from cnngraph.loader.catalog import require_model
+    from cnngraph.loader.guard import unchanged_model
     from cnngraph.mapping.network import DESCRIPTORS
     from cnngraph.queries.scoring import compute_scores, fetch_scores, preview_scores
 
     if descriptor is not None and descriptor not in DESCRIPTORS:
         raise ConfigError(f"unknown descriptor '{descriptor}'; use one of {', '.join(DESCRIPTORS)}")
     database = neo4j_settings(ctx).database
-    with connected(ctx) as driver:
-        props = require_model(driver, model, database)
+    with connected(ctx) as driver, unchanged_model(driver, model, database) as snap:  # one model throughout
+        props = snap.props
         if net is not None:
             _check_layer_count(net, model, int(props.get("num_layers", 0)))
         stored = props.get("scored_descriptor")

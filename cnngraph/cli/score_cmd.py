@@ -19,6 +19,7 @@ from cnngraph.cli.common import (
     neo4j_settings,
 )
 from cnngraph.cli.degrees_cmd import write_csv
+from cnngraph.loader.guard import unchanged_model
 from cnngraph.queries.scoring import AGGREGATORS, compute_scores, layer_summary
 from cnngraph.scores import NodeScores
 
@@ -51,7 +52,8 @@ def score(
     if out is not None:
         check_output_file(out)
     database = neo4j_settings(ctx).database
-    with connected(ctx) as driver:
+    # One guard around both reads: the summary must describe the graph just scored (docs/GRAPH.md).
+    with connected(ctx) as driver, unchanged_model(driver, model, database):
         scores = compute_scores(driver, model, descriptor, database=database)
         summary = layer_summary(driver, model, database=database)
     if out is not None:

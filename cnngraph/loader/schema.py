@@ -28,9 +28,11 @@ AWAIT_INDEXES = "CALL db.awaitIndexes(300)"
 
 GET_MODEL = "MATCH (m:Model {id: $model}) RETURN m {.*} AS model"
 
+# load_id: new for every load (a drop and reload of the same mapping too), so that a reader can tell
+# that the graph it read is still the one it started on (cnngraph/loader/guard.py).
 CREATE_MODEL = """
 CREATE (m:Model)
-SET m = $props, m.created = datetime()
+SET m = $props, m.created = datetime(), m.load_id = randomUUID()
 WITH m
 UNWIND $layers AS layer
 CREATE (m)-[:HAS_LAYER]->(l:Layer)

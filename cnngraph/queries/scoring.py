@@ -1,14 +1,21 @@
 """Degrees and node scores computed by Cypher in Neo4j, returned as numpy arrays.
 
-``compute_scores`` runs ``scores.cypher``, which writes ``delta`` (entropy), ``delta_entropy``,
-``delta_mean`` and ``delta_participation`` onto every ``:Position``; ``fetch_scores`` reads them back.
+``compute_scores`` runs ``scores.cypher``'s aggregation and writes ``delta`` (entropy),
+``delta_entropy``, ``delta_mean`` and ``delta_participation`` onto every ``:Position`` (the same
+properties that ``scores.cypher`` writes when run in Browser); ``fetch_scores`` reads them back.
 A model loaded with ``--layout compact`` (``:Model.layout``) runs ``scores_compact.cypher`` and
 ``degrees_compact.cypher`` instead, which read the per-class weight lists: the same numbers.
+
+Every reader runs under :func:`cnngraph.loader.guard.unchanged_model`: its result counts only if
+the model is the same complete model after the read as before it, else it refuses in one line.
+``compute_scores`` writes its scores back only after that check, in batches that each lock the
+``:Model`` node and check it again, so a drop or replace racing it never gets scores of another graph.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +24,16 @@ import numpy as np
 from neo4j import Driver
 
 from cnngraph.errors import ConfigError, Neo4jError
-from cnngraph.loader.catalog import drop_model, list_models, require_model
-from cnngraph.loader.guard import neo4j_errors, quiet_session
+from cnngraph.loader import waits
+from cnngraph.loader.catalog import drop_model, list_models
+from cnngraph.loader.guard import (
+    ModelSnapshot,
+    hold_model,
+    neo4j_errors,
+    quiet_session,
+    unchanged_model,
+    verify,
+)
 from cnngraph.mapping import reference
 from cnngraph.mapping.network import DESCRIPTORS
 from cnngraph.queries import cypher, for_layout
@@ -41,9 +56,29 @@ AGGREGATORS = ("entropy", "mean", "participation")
 POSITION = ("nid", "layer", "i", "j")
 SCORE_COLUMNS = (*POSITION, *AGGREGATORS)
 
-START_SCORING = "MATCH (m:Model {id: $model}) REMOVE m.scored_descriptor"
-FINISH_SCORING = (
-    "MATCH (m:Model {id: $model}) SET m.scored_descriptor = $descriptor, m.scored_at = datetime()"
+# A scoring run owns the model's scores while it writes them (m.scorer, a random token): a second
+# run that starts meanwhile takes them over and the first one's next batch stops.
+START_SCORING = "MATCH (m:Model {id: $model}) SET m.scorer = $token REMOVE m.scored_descriptor"
+FINISH_SCORING = """
+MATCH (m:Model {id: $model})
+SET m.scored_descriptor = $descriptor, m.scored_at = datetime()
+REMOVE m.scorer
+"""
+# The write-back of scores.cypher (its CALL ... IN TRANSACTIONS block), for one batch of positions
+# with consecutive nids $nid[0] .. $nid[0] + size($nid) - 1: one index range seek for the batch; a
+# position whose nid is not where it should be in the lists is not written (and the batch fails).
+WRITE_SCORES = """
+MATCH (p:Position {model: $model}) USING INDEX SEEK p:Position(model, nid)
+WHERE $nid[0] <= p.nid < $nid[0] + size($nid)
+WITH p, p.nid - $nid[0] AS k
+WHERE $nid[k] = p.nid
+SET p.delta = $entropy[k], p.delta_entropy = $entropy[k], p.delta_mean = $mean[k],
+    p.delta_participation = $participation[k], p.delta_descriptor = $descriptor
+RETURN count(p) AS written
+"""
+SCORE_BATCH = 10_000
+WRITE_BACK = re.compile(
+    r"^CALL \(p, entropy, mean, participation\) \{\n.*?^\} IN TRANSACTIONS OF \d+ ROWS\n", re.M | re.S
 )
 LAYER_NAMES = "MATCH (l:Layer {model: $model}) RETURN l.index AS index, l.name AS name ORDER BY index"
 
@@ -70,18 +105,20 @@ def compute_degrees(
     driver: Driver, model: str, descriptor: str = "mean", database: str | None = None
 ) -> DegreeTable:
     """Run ``degrees.cypher``: in/out degree of every node in every class network."""
-    props = require_model(driver, model, database)
-    descriptor = _check_descriptor(descriptor, props)
-    query = for_layout("degrees", props.get("layout"))
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        columns = _run_columns(
-            session, query, (*POSITION, "indegree", "outdegree"), model=model, descriptor=descriptor
-        )
-    nid, layer, i, j = (np.asarray(columns[k], dtype=np.int64) for k in POSITION)
-    order = np.argsort(nid, kind="stable")
-    t = int(props["num_classes"])
-    indeg = _matrix(columns["indegree"], t)[:, order]
-    outdeg = _matrix(columns["outdegree"], t)[:, order]
+    with unchanged_model(driver, model, database) as snap:
+        props = snap.props
+        descriptor = _check_descriptor(descriptor, props)
+        query = for_layout("degrees", props.get("layout"))
+        with neo4j_errors(driver), quiet_session(driver, database) as session:
+            columns = _run_columns(
+                session, query, (*POSITION, "indegree", "outdegree"), model=model, descriptor=descriptor
+            )
+        snap.read_positions(len(columns["nid"]))
+        nid, layer, i, j = (np.asarray(columns[k], dtype=np.int64) for k in POSITION)
+        order = np.argsort(nid, kind="stable")
+        t = int(props["num_classes"])
+        indeg = _matrix(columns["indegree"], t)[:, order]
+        outdeg = _matrix(columns["outdegree"], t)[:, order]
     return DegreeTable(
         model=model,
         descriptor=descriptor,
@@ -97,27 +134,80 @@ def compute_degrees(
 def compute_scores(
     driver: Driver, model: str, descriptor: str | None = None, database: str | None = None
 ) -> NodeScores:
-    """Run ``scores.cypher`` (writes ``delta*`` onto the nodes) and return every aggregator."""
-    props = require_model(driver, model, database)
-    descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        session.run(START_SCORING, model=model).consume()
-        query = for_layout("scores", props.get("layout"))
-        columns = _run_columns(session, query, SCORE_COLUMNS, model=model, descriptor=descriptor)
-        session.run(cypher("size_labels"), model=model).consume()
-        session.run(FINISH_SCORING, model=model, descriptor=descriptor).consume()
-    return _node_scores(driver, model, descriptor, columns, database)
+    """Score every node by ``scores.cypher``'s aggregation, write ``delta*`` onto the nodes (then the
+    size labels of ``size_labels.cypher``) and return every aggregator.
+
+    Nothing is written unless the read was of the same complete model; each write batch locks the
+    ``:Model`` node and checks it again, so a drop, replace or second ``score`` racing this one makes
+    it stop with one line, and no score lands on a graph it did not read.
+    """
+    with unchanged_model(driver, model, database) as snap:
+        props = snap.props
+        descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
+        token = secrets.token_hex(16)
+        meta = {"app": "cnngraph", "command": "score", "model": model}
+        with neo4j_errors(driver), quiet_session(driver, database) as session:
+            session.execute_write(waits.bounded(_start_scoring, waits.LOCK_WAIT, meta), snap, token)
+            query = read_part(for_layout("scores", props.get("layout")))
+            columns = _run_columns(session, query, SCORE_COLUMNS, model=model, descriptor=descriptor)
+            snap.read_positions(len(columns["nid"]))
+            verify(driver, snap, database)  # nothing is written from a read of another graph
+            write = waits.bounded(_write_scores, waits.WRITE_TIMEOUT, meta)
+            order = np.argsort(np.asarray(columns["nid"], dtype=np.int64), kind="stable")
+            for lo in range(0, len(order), SCORE_BATCH):
+                rows = order[lo : lo + SCORE_BATCH]
+                batch = {c: [columns[c][r] for r in rows] for c in ("nid", *AGGREGATORS)}
+                session.execute_write(write, snap, token, batch, descriptor)
+            labels = waits.bounded_query(cypher("size_labels"), waits.LABELS_TIMEOUT, meta)
+            session.run(labels, model=model).consume()
+            finish = waits.bounded(_finish_scoring, waits.LOCK_WAIT, meta)
+            session.execute_write(finish, snap, token, descriptor)
+        result = _node_scores(driver, model, descriptor, columns, database)
+    return result
+
+
+def read_part(query: str) -> str:
+    """``scores.cypher`` (or its compact variant) without its write-back: the aggregation alone,
+    one row per node."""
+    found = WRITE_BACK.search(query)
+    if found is None:
+        raise ValueError("the scores query has no 'CALL (p, entropy, mean, participation) {...}' write-back")
+    return query[: found.start()] + query[found.end() :]
+
+
+def _start_scoring(tx: Any, snap: ModelSnapshot, token: str) -> None:
+    hold_model(tx, snap)
+    tx.run(START_SCORING, model=snap.model, token=token).consume()
+
+
+def _write_scores(
+    tx: Any, snap: ModelSnapshot, token: str, batch: dict[str, list[Any]], descriptor: str
+) -> None:
+    hold_model(tx, snap, "scorer", token)
+    written = tx.run(WRITE_SCORES, batch, model=snap.model, descriptor=descriptor).single(strict=True)
+    if int(written["written"]) != len(batch["nid"]):
+        raise Neo4jError(
+            f"model '{snap.model}' lacks {len(batch['nid']) - int(written['written'])} of the positions "
+            f"it was scored on; its graph is damaged: load its mapping again with --replace"
+        )
+
+
+def _finish_scoring(tx: Any, snap: ModelSnapshot, token: str, descriptor: str) -> None:
+    hold_model(tx, snap, "scorer", token)
+    tx.run(FINISH_SCORING, model=snap.model, descriptor=descriptor).consume()
 
 
 def fetch_scores(driver: Driver, model: str, database: str | None = None) -> NodeScores:
     """The scores that the last ``compute_scores`` (``cnngraph score``) wrote into the graph."""
-    props = require_model(driver, model, database)
-    descriptor = props.get("scored_descriptor")
-    if descriptor is None:
-        raise Neo4jError(f"model '{model}' has no scores yet; run 'cnngraph score --model {model}' first")
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        columns = _run_columns(session, cypher("stored_scores"), SCORE_COLUMNS, model=model)
-    return _node_scores(driver, model, str(descriptor), columns, database)
+    with unchanged_model(driver, model, database, scores=True) as snap:
+        descriptor = snap.props.get("scored_descriptor")
+        if descriptor is None:
+            raise Neo4jError(f"model '{model}' has no scores yet; run 'cnngraph score --model {model}' first")
+        with neo4j_errors(driver), quiet_session(driver, database) as session:
+            columns = _run_columns(session, cypher("stored_scores"), SCORE_COLUMNS, model=model, stored=True)
+        snap.read_positions(len(columns["nid"]))
+        result = _node_scores(driver, model, str(descriptor), columns, database)
+    return result
 
 
 def preview_scores(
@@ -127,11 +217,12 @@ def preview_scores(
 
     Writes nothing into the graph (``prune --dry-run``); same values as :func:`compute_scores`.
     """
-    props = require_model(driver, model, database)
-    descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
-    table = compute_degrees(driver, model, descriptor, database)
+    with unchanged_model(driver, model, database) as snap:
+        props = snap.props
+        descriptor = _check_descriptor(descriptor or str(props.get("descriptor", "mean")), props)
+        table = compute_degrees(driver, model, descriptor, database)
+        names = tuple(str(r["name"]) for r in _fetch(driver, database, LAYER_NAMES, model=model))
     values = {name: reference.score(table.total, name, absolute=True) for name in AGGREGATORS}
-    names = tuple(str(r["name"]) for r in _fetch(driver, database, LAYER_NAMES, model=model))
     return NodeScores(
         layer=table.layer,
         i=table.i,
@@ -145,16 +236,18 @@ def preview_scores(
 
 def layer_summary(driver: Driver, model: str, database: str | None = None) -> list[dict[str, Any]]:
     """One dict per layer: name, size, and mean/std/min/max of ``delta`` and the mean degree."""
-    require_model(driver, model, database)
-    return [dict(r) for r in _fetch(driver, database, cypher("layer_summary"), model=model)]
+    with unchanged_model(driver, model, database, scores=True):
+        rows = [dict(r) for r in _fetch(driver, database, cypher("layer_summary"), model=model)]
+    return rows
 
 
 def top_nodes(driver: Driver, model: str, k: int = 25, database: str | None = None) -> list[dict[str, Any]]:
     """The ``k`` nodes with the highest stored ``delta``."""
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
-    require_model(driver, model, database)
-    return [dict(r) for r in _fetch(driver, database, cypher("top_nodes"), model=model, k=int(k))]
+    with unchanged_model(driver, model, database, scores=True):
+        rows = [dict(r) for r in _fetch(driver, database, cypher("top_nodes"), model=model, k=int(k))]
+    return rows
 
 
 def _check_descriptor(descriptor: str, props: dict[str, Any]) -> str:
@@ -188,17 +281,23 @@ def columnar(query: str, columns: Sequence[str]) -> str:
     return f"{query[:at]}WITH{query[at + len('RETURN') :]}\nRETURN count(*) AS rows, {collected}"
 
 
-def _run_columns(session: Any, query: str, columns: Sequence[str], **params: Any) -> dict[str, list[Any]]:
+def _run_columns(
+    session: Any, query: str, columns: Sequence[str], stored: bool = False, **params: Any
+) -> dict[str, list[Any]]:
     """Run ``columnar(query, columns)``: each column as a list, all of one length (collect() skips
-    nulls, so a column with a missing value is refused rather than misaligned)."""
+    nulls, so a column with a missing value is refused rather than misaligned). ``stored``: the
+    columns are scores that ``cnngraph score`` wrote (a missing one means: score again)."""
     record = session.run(columnar(query, columns), params).single(strict=True)
     rows = int(record["rows"])
     short = [c for c in columns if len(record[c]) != rows]
     if short:
-        raise Neo4jError(
-            f"{', '.join(short)} missing on some of the {rows} nodes of model '{params.get('model')}'; "
-            f"run 'cnngraph score --model {params.get('model')}' again"
+        model = params.get("model")
+        fix = (
+            f"run 'cnngraph score --model {model}' again"
+            if stored
+            else f"its graph is damaged: load its mapping again with 'cnngraph load --replace --name {model}'"
         )
+        raise Neo4jError(f"{', '.join(short)} missing on some of the {rows} nodes of model '{model}'; {fix}")
     return {c: record[c] for c in columns}
 
 
