@@ -8,7 +8,7 @@ from typing import Any
 from neo4j import Driver, ManagedTransaction
 
 from cnngraph.errors import ConfigError, GraphNotFoundError, Neo4jError
-from cnngraph.loader import lease, schema
+from cnngraph.loader import lease, schema, waits
 from cnngraph.loader.guard import neo4j_errors, quiet_session
 
 DELETE_BATCH = 10_000
@@ -107,6 +107,7 @@ def delete_graph(
     writer: lease.Writer,
     batch_size: int = DELETE_BATCH,
     progress: DeleteProgress | None = None,
+    command: str = "drop",
 ) -> bool:
     """Take the model's lease and mark it 'deleting' (one committed transaction), then delete.
 
@@ -114,21 +115,35 @@ def delete_graph(
     transaction, each transaction checking the lease), then layers, classes and the model node.
     An interrupted deletion leaves a model marked 'deleting', which every command refuses and
     which a re-run of ``drop`` or ``load`` finishes. ``False`` when there was no such model.
+    Taking the model waits at most ``waits.LOCK_WAIT`` s for a transaction that holds it; every
+    other transaction is ended by the server after ``waits.WRITE_TIMEOUT`` s (``command`` names
+    this run in ``SHOW TRANSACTIONS`` and in those errors).
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        props = session.execute_write(_mark_deleting, model, writer)
-        if props is None:
-            return False
+    meta = writer.metadata(model, command)
+    mark = waits.bounded(_mark_deleting, waits.LOCK_WAIT, meta)
+    with (
+        lease.explained_waits(driver, model, database, writer, command, taking=True),
+        neo4j_errors(driver),
+        quiet_session(driver, database) as session,
+    ):
+        props = session.execute_write(mark, model, writer)
+    if props is None:
+        return False
+    with (
+        lease.explained_waits(driver, model, database, writer, command),
+        neo4j_errors(driver),
+        quiet_session(driver, database) as session,
+    ):
         top = int(session.run(schema.POSITION_TOP, model=model).single(strict=True)["top"])
         per_node = 2 * int(props.get("num_relationships") or 0) / max(1, int(props.get("num_nodes") or 1))
         step = max(1, int(batch_size / max(1.0, per_node)))
         for lo in range(0, top + 1, step):
-            session.execute_write(_delete_range, model, writer, lo, lo + step)
+            session.execute_write(waits.bounded(_delete_range, metadata=meta), model, writer, lo, lo + step)
             if progress is not None:
                 progress(min(top + 1, lo + step), top + 1)
-        session.execute_write(_delete_rest, model, writer)
+        session.execute_write(waits.bounded(_delete_rest, metadata=meta), model, writer)
     return True
 
 

@@ -11,6 +11,7 @@ from cnngraph.errors import Neo4jError
 from cnngraph.settings import Neo4jSettings
 
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+RATE_LIMITED = "Neo.ClientError.Security.AuthenticationRateLimit"
 
 
 def connect(settings: Neo4jSettings, verify: bool = True) -> Driver:
@@ -53,11 +54,23 @@ def translate(error: BaseException, settings: Neo4jSettings) -> BaseException:
             f"cannot reach Neo4j at {settings.uri}; start one with 'cnngraph server start' "
             "or point NEO4J_URI at a running server"
         )
+    if isinstance(error, neo4j_exc.Neo4jError) and error.code == RATE_LIMITED:
+        return Neo4jError(
+            f"Neo4j at {settings.uri} has locked user '{settings.user}' for a few seconds after failed "
+            "logins (dbms.security.auth_lock_time, 5 s by default): some other client, perhaps a web page "
+            "open in a browser here, tried wrong passwords; try again, or log in as a user of your own "
+            "(README, 'Getting Neo4j')"
+        )
     if isinstance(error, neo4j_exc.Neo4jError):
-        return Neo4jError(f"Neo4j at {settings.uri} failed: {error.message or error}")
+        return Neo4jError(f"Neo4j at {settings.uri} failed: {_one_line(error.message or error)}")
     if isinstance(error, neo4j_exc.DriverError):
-        return Neo4jError(f"Neo4j driver error talking to {settings.uri}: {error}")
+        return Neo4jError(f"Neo4j driver error talking to {settings.uri}: {_one_line(error)}")
     return error
+
+
+def _one_line(message: object) -> str:
+    """Neo4j's messages can span lines (a deadlock report lists its lock waits): one line of them."""
+    return " ".join(str(message).split())
 
 
 def _tls_failure(error: BaseException, depth: int = 0) -> str | None:

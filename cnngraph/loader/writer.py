@@ -12,6 +12,7 @@ reached the end marks the model 'complete'; any other status means "not loaded" 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from neo4j import Driver, ManagedTransaction
 from neo4j import exceptions as neo4j_exc
 
 from cnngraph.errors import ConfigError, Neo4jError
-from cnngraph.loader import lease, rows, schema
+from cnngraph.loader import lease, rows, schema, waits
 from cnngraph.loader.catalog import check_model_name, delete_graph, get_model
 from cnngraph.loader.guard import neo4j_errors, quiet_session
 from cnngraph.mapping.network import MultilayerNetwork
@@ -65,12 +66,73 @@ class LoadReport:
         return self.arcs_written * self.classes / self.seconds if self.seconds > 0 else 0.0
 
 
+SCHEMA_STATE = "SHOW INDEXES YIELD name, state WHERE name STARTS WITH 'cnngraph_' RETURN name, state"
+
+# What a constraint or index statement says when another process creates the same one at that
+# moment (into an empty database, several first loads at once): a deadlock on the label's schema
+# lock, or "an equivalent index already exists". Then it exists, or the statement is tried again.
+SCHEMA_RACES = frozenset(
+    {
+        "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+        "Neo.ClientError.Schema.IndexAlreadyExists",
+        "Neo.ClientError.Schema.IndexWithNameAlreadyExists",
+        "Neo.ClientError.Schema.ConstraintAlreadyExists",
+        "Neo.ClientError.Schema.ConstraintWithNameAlreadyExists",
+    }
+)
+
+
 def ensure_schema(driver: Driver, database: str | None = None) -> None:
-    """Constraints and indexes (idempotent), online before anything is written."""
+    """Constraints and indexes, online before anything is written; safe to run by several processes
+    at once. Those that exist (listed by ``SHOW INDEXES``, which takes no lock) are left alone, so a
+    load never waits on a schema lock that another writer's open transaction holds; a statement that
+    loses a race with another process's is checked again and retried. Waiting for them to come
+    online polls ``SHOW INDEXES`` between transactions: ``db.awaitIndexes`` waits inside one, and
+    several of those at once keep another process's new constraint from coming online (until they
+    time out). All of it within ``waits.SCHEMA_TIMEOUT``."""
+    names = [statement.split()[2] for statement in schema.SCHEMA]
+    deadline = time.monotonic() + waits.SCHEMA_TIMEOUT
     with neo4j_errors(driver), quiet_session(driver, database) as session:
-        for statement in schema.SCHEMA:
-            session.run(statement).consume()
-        session.run(schema.AWAIT_INDEXES).consume()
+        state = _schema_state(session)
+        for name, statement in zip(names, schema.SCHEMA, strict=True):
+            tries = 0
+            while name not in state:
+                left = deadline - time.monotonic()
+                try:
+                    session.run(waits.bounded_query(statement, max(1.0, left))).consume()
+                except neo4j_exc.Neo4jError as e:
+                    if not _schema_race(e) or left <= 0:
+                        raise
+                    tries += 1
+                    time.sleep(random.uniform(0.05, 0.2) * min(tries, 5))
+                state = _schema_state(session)
+        await_online(session, names, deadline)
+
+
+def await_online(session: Any, names: list[str], deadline: float) -> None:
+    """Poll ``SHOW INDEXES`` (each poll its own short transaction) until ``names`` are ONLINE."""
+    delay = 0.02
+    while True:
+        state = _schema_state(session)
+        pending = {name: state.get(name) for name in names if state.get(name) != "ONLINE"}
+        if not pending:
+            return
+        if any(s == "FAILED" for s in pending.values()) or time.monotonic() > deadline:
+            listed = ", ".join(f"{k}: {v}" for k, v in pending.items())
+            raise Neo4jError(
+                f"Neo4j's indexes for cnngraph are not online ({listed}); 'SHOW INDEXES' in Neo4j "
+                "Browser says more; drop a FAILED one and load again"
+            )
+        time.sleep(delay)
+        delay = min(0.5, delay * 2)
+
+
+def _schema_state(session: Any) -> dict[str, str]:
+    return {str(r["name"]): str(r["state"]) for r in session.run(SCHEMA_STATE)}
+
+
+def _schema_race(error: neo4j_exc.Neo4jError) -> bool:
+    return error.code in SCHEMA_RACES or isinstance(error, neo4j_exc.TransientError)
 
 
 def load_network(
@@ -114,7 +176,7 @@ def load_network(
             deleting = time.perf_counter()
             # The old graph goes in transactions of about as many relationships as a batch writes.
             per_batch = batch_size * network.num_classes
-            delete_graph(driver, name, database, writer, per_batch, _deleting(progress))
+            delete_graph(driver, name, database, writer, per_batch, _deleting(progress), "load")
             existing = None
             deleted = time.perf_counter() - deleting
         writing = time.perf_counter()
@@ -139,9 +201,16 @@ def _deleting(progress: Progress | None) -> Callable[[int, int], None] | None:
 def _take_lease(
     driver: Driver, name: str, database: str | None, writer: lease.Writer
 ) -> dict[str, Any] | None:
-    """The model's fresh properties with its lease now ours, or None when there is no model yet."""
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        return session.execute_write(lease.take, name, writer)
+    """The model's fresh properties with its lease now ours, or None when there is no model yet.
+
+    Waits at most ``waits.LOCK_WAIT`` s for a transaction that holds the model, then refuses."""
+    take = waits.bounded(lease.take, waits.LOCK_WAIT, writer.metadata(name, "load"))
+    with (
+        lease.explained_waits(driver, name, database, writer, "load", taking=True),
+        neo4j_errors(driver),
+        quiet_session(driver, database) as session,
+    ):
+        return session.execute_write(take, name, writer)
 
 
 def _complete(
@@ -158,8 +227,12 @@ def _complete(
             )
         tx.run(schema.COMPLETE, model=name).consume()
 
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        session.execute_write(work)
+    with (
+        lease.explained_waits(driver, name, database, writer, "load"),
+        neo4j_errors(driver),
+        quiet_session(driver, database) as session,
+    ):
+        session.execute_write(waits.bounded(work, metadata=writer.metadata(name, "load")))
 
 
 def _decide(name: str, existing: dict[str, Any] | None, digest: str, replace: bool) -> str:
@@ -244,8 +317,12 @@ def _create_model(
         tx.run(schema.TAKE_LEASE, model=name, **writer.params()).consume()
 
     try:
-        with neo4j_errors(driver), quiet_session(driver, database) as session:
-            session.execute_write(work)
+        with (
+            lease.explained_waits(driver, name, database, writer, "load", taking=True),
+            neo4j_errors(driver),
+            quiet_session(driver, database) as session,
+        ):
+            session.execute_write(waits.bounded(work, waits.LOCK_WAIT, writer.metadata(name, "load")))
     except Neo4jError as e:
         if isinstance(e.__cause__, neo4j_exc.ConstraintError):  # another process created it first
             raise lease.ModelBusyError(
@@ -331,9 +408,14 @@ def _write_batches(
     """Send each batch with its progress counter in one transaction; built lazily, one at a time."""
     counter = "nodes_loaded" if phase == "nodes" else "arcs_loaded"
     start = done
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
+    work = waits.bounded(_batch_tx, metadata=writer.metadata(name, "load"))
+    with (
+        lease.explained_waits(driver, name, database, writer, "load"),
+        neo4j_errors(driver),
+        quiet_session(driver, database) as session,
+    ):
         for stop, batch in batches:
-            session.execute_write(_batch_tx, write, advance, name, batch, (start, stop), writer, counter)
+            session.execute_write(work, write, advance, name, batch, (start, stop), writer, counter)
             start = stop
             if progress is not None:
                 progress(phase, stop, total)

@@ -75,6 +75,11 @@ public final class Launcher {
     raw.put("dbms.security.auth_enabled", Boolean.toString(auth));
     raw.put("server.memory.pagecache.size", opts.getOrDefault("pagecache", "512m"));
     raw.put("dbms.usage_report.enabled", "false");
+    // No unbounded waits (docs/GRAPH.md): a transaction waits at most 90 s for a lock and runs at
+    // most 15 min, so one left open by a stopped client (Ctrl-Z) cannot hold a model forever.
+    // cnngraph's own transactions carry shorter timeouts of their own (cnngraph/loader/waits.py).
+    raw.put("db.lock.acquisition.timeout", "90s");
+    raw.put("db.transaction.timeout", "15m");
     raw.put("dbms.security.http_access_control_allow_origin", "http://" + http);
     // Neo4j Browser: cnngraph's pages under /cnngraph (web.BrowserPages): the opener that turns
     // "Connect result nodes" (autoComplete) off before Browser starts, so no settings frame follows
