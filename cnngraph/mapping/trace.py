@@ -179,7 +179,8 @@ class _ShapeRecorder(fx.Interpreter):
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
         module = self.fetch_attr(target)
         x = args[0] if len(args) == 1 and not kwargs else None
-        if isinstance(x, torch.Tensor) and x.is_meta:
+        hooked = bool(module._forward_pre_hooks or module._forward_hooks)  # hooks may change shapes: run it
+        if isinstance(x, torch.Tensor) and x.is_meta and not hooked:
             if _keeps_shape(module, x):
                 return x.new_empty(x.shape)
             if isinstance(module, nn.Linear) and x.dim() >= 1 and x.shape[-1] == module.in_features:
