@@ -64,6 +64,9 @@ def load_model_results(folder: Path) -> dict[str, Any] | None:
         "methods": methods,
         "images": images,
         "seconds": sum(c["seconds"] for c in chunks),
+        "fastest": min(c["seconds"] for c in chunks),
+        "fastest_images": min(chunks, key=lambda c: c["seconds"])["stop"]
+        - min(chunks, key=lambda c: c["seconds"])["start"],
         "chunks": len(chunks),
     }
 
@@ -103,7 +106,7 @@ def grid_figure(folder: Path, methods: list[str], target: Path) -> bool:
         maps = {m: data[m] for m in methods if m in data.files}
     rows = images.shape[0]
     cols = 1 + len(maps)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), dpi=80, squeeze=False)
     for r in range(rows):
         picture = np.clip(images[r].transpose(1, 2, 0), 0, 1)
         axes[r, 0].imshow(picture, interpolation="nearest")
@@ -167,7 +170,7 @@ def model_section(model: str, result: dict[str, Any], summary: dict[str, Any], p
     n = result["images"]
     correct = sum(int(p == y) for p, y in zip(setup["predicted"][:n], setup["labels"][:n], strict=True))
     lines = [
-        f"## {TITLES.get(model, model)}",
+        f"### {TITLES.get(model, model)}",
         "",
         f"Checkpoint `{setup['checkpoint']}` (SHA-256 `{setup['checkpoint_sha256'][:16]}...`); "
         f"{n} of {len(setup['images'])} study images done ({result['chunks']} chunks); the model predicts "
@@ -218,9 +221,18 @@ def model_section(model: str, result: dict[str, Any], summary: dict[str, Any], p
         "",
         f"Wall time of the study's chunks for this model: {result['seconds']:.0f} s "
         f"({result['seconds'] / 60:.1f} min) for {n} images, against a target of 20 min; "
-        f"{_target_sentence(result['seconds'])}",
+        f"{_target_sentence(result['seconds'])} The fastest chunk took {result['fastest']:.0f} s for "
+        f"{result['fastest_images']} images; at that rate the {n} images would take "
+        f"{result['fastest'] / result['fastest_images'] * n / 60:.1f} min "
+        "(an extrapolation, not a measurement).",
         "",
         _reading(summary),
+        "",
+    ]
+    grid_classes = sorted({setup["class_names"][y] for y in setup["labels"][:8]})
+    lines += [
+        f"The figure shows the first 8 study images (classes: {', '.join(grid_classes)}; the study's indices "
+        "are sorted and the test folder is in class order), every method's map over each.",
         "",
     ]
     for fig, caption in ((f"{model}_grid.png", "the first 8 study images, every method's map over each"),
@@ -236,7 +248,8 @@ def _target_sentence(seconds: float) -> str:
         return "met."
     return (
         "not met. Both models ran at the same time on one thread each, on the 2-core machine that other "
-        "helpers were loading at the same time (load average about 9-10); the figure is as measured."
+        "helpers were loading at the same time (load average between 9 and 17 whenever it was sampled); the "
+        "figure is as measured."
     )
 
 
@@ -246,15 +259,18 @@ def _reading(summary: dict[str, Any]) -> str:
     def beats(other: str, metric: str) -> str:
         return str(summary[other][metric]["vs_graph"]["verdict_for_graph"])
 
+    def said(v: str) -> str:
+        return {"win": "a win", "loss": "a loss"}.get(v, "no difference")
+
     rand = [beats("random", m) for m in ("deletion_auc", "insertion_auc")]
     gauss = [beats("gaussian", m) for m in ("deletion_auc", "insertion_auc")]
     faithful = all(v == "win" for v in rand)
     useful = all(v == "win" for v in gauss)
     parts = [
-        "Reading, as declared: against the uniform-random map the graph method's deletion AUC is a "
-        f"{rand[0]} and its insertion AUC a {rand[1]}, so it is "
+        "Reading, as declared: against the uniform-random map the graph method's deletion AUC is "
+        f"{said(rand[0])} and its insertion AUC {said(rand[1])}, so it is "
         f"{'faithful in this test' if faithful else 'not shown faithful in this test'}; against the centred "
-        f"Gaussian (a map that needs no model) it is a {gauss[0]} and a {gauss[1]}, so it is "
+        f"Gaussian (a map that needs no model) it is {said(gauss[0])} and {said(gauss[1])}, so it is "
         f"{'more useful than the centre bias' if useful else 'not shown better than the centre bias'}."
     ]
     random_deletion = summary["random"]["deletion_auc"]["mean"]
@@ -286,6 +302,29 @@ def _reading(summary: dict[str, Any]) -> str:
             f"{verdicts['insertion_auc']}, average drop {verdicts['drop']}, increase {verdicts['increase']}."
         )
     return "".join(parts)
+
+
+def overview(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """At a glance: for every other method, model and metric, whether the graph method wins."""
+    from cnngraph.explain.compare import METRICS
+
+    mark = {"win": "graph better", "loss": "graph worse", "no difference": "no difference"}
+    short = {"deletion_auc": "deletion", "insertion_auc": "insertion", "drop": "drop", "increase": "increase"}
+    header = [f"{TITLES[m].split(' ')[0]} {short[x]}" for m in summaries for x in METRICS]
+    lines = [
+        "At a glance: the graph method (our defaults) against each other method, per model and metric, by "
+        "the paired 95% interval (details and figures per model below).",
+        "",
+        "| method | " + " | ".join(header) + " |",
+        "|---|" + "---|" * len(header),
+    ]
+    methods = [n for n in next(iter(summaries.values())) if n != "graph"]
+    for name in methods:
+        cells = [
+            mark[summaries[m][name][x]["vs_graph"]["verdict_for_graph"]] for m in summaries for x in METRICS
+        ]
+        lines.append(f"| {METHOD_TITLES.get(name, name)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def static_part() -> list[str]:
@@ -353,8 +392,8 @@ def static_part() -> list[str]:
         "`W = 0`); no other node starts one, even one that feeds no later convolution.",
         "- Choosing: the `m` heaviest arcs entering a node are taken over all the layers that feed it "
         "together; ties go to the lower global node id, which is the lower `(layer, i, j)`.",
-        "- Counts and sums are float64: exact up to 2^53 paths, beyond that rounded (a ResNet-20 has "
-        "more paths than that; the scores are then exact to float64 precision).",
+        "- Counts and sums are float64: exact while a node's path count stays below 2^53 (about 9e15), "
+        "rounded to float64 precision beyond that.",
         "- `flow`: the score of 1 per last-layer node is split among the chosen arcs in proportion to "
         "`max(w, 0)`; when every chosen arc weighs 0 or less the node splits equally, so the total is "
         "always conserved; a node with no chosen arc keeps what reaches it.",
@@ -406,18 +445,22 @@ def main() -> None:
 
     lines = static_part()
     lines += [
-        "# The study",
+        "## The study",
         "",
         "Declared before it ran: [docs/results/explain/DECLARED.md](results/explain/DECLARED.md). "
         "500 CIFAR-10 test images drawn with seed 29 from the shared copy, the committed baselines.",
         "",
     ]
     everything: dict[str, Any] = {}
+    loaded = {m: load_model_results(RESULTS / m) for m in MODELS}
+    summaries = {m: summarise(r) for m, r in loaded.items() if r is not None}
+    if summaries:
+        lines += overview(summaries)
     for model in MODELS:
         folder = RESULTS / model
-        result = load_model_results(folder)
+        result = loaded[model]
         if result is None:
-            lines += [f"## {TITLES[model]}", "", "Not run yet.", ""]
+            lines += [f"### {TITLES[model]}", "", "Not run yet.", ""]
             continue
         summary = summarise(result)
         everything[model] = {
@@ -430,7 +473,7 @@ def main() -> None:
         curves_figure(result, RESULTS / f"{model}_curves.png")
         lines += model_section(model, result, summary, args.page)
     lines += [
-        "## Commands",
+        "### Commands",
         "",
         *[
             f"    .venv/bin/python bench/experiments/explain_pilot.py --checkpoint {BASE}/{m}.pt"
