@@ -89,3 +89,21 @@ def test_the_top_level_api_is_the_same_call() -> None:
     assert [t.heatmap.tolist() for t in top] == [d.heatmap.tolist() for d in direct]
     explainer = cnngraph.Explainer(model, (1, SIZE, SIZE), cnngraph.ExplainOptions(max_per_node=2, sigma=0))
     assert explainer.explain(x)[0].options["max_per_node"] == 2
+
+
+def test_hooks_are_gone_after_a_failing_forward() -> None:
+    import pytest
+
+    from cnngraph.errors import ModelError
+    from cnngraph.explain.image_network import ImageNetworks
+
+    model = QuadrantNet().eval()
+    nets = ImageNetworks(model, (1, SIZE, SIZE))
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    model.fc.forward = broken  # type: ignore[method-assign]
+    with pytest.raises(ModelError, match="boom"):
+        nets.forward(images(1))
+    assert all(not m._forward_hooks for m in model.modules())
