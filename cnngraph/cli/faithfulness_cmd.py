@@ -95,7 +95,12 @@ def faithfulness(
         float | None, typer.Option("--sigma", help="'graph': blur in pixels.", show_default=False)
     ] = None,
     descriptor: Annotated[
-        str | None, typer.Option("--descriptor", help="'graph': node descriptor.", show_default=False)
+        str | None,
+        typer.Option(
+            "--descriptor",
+            help="'graph': node value over the filters: max, mean, median or sum.",
+            show_default=False,
+        ),
     ] = None,
     mean: Annotated[
         str | None, typer.Option("--mean", help="Normalisation mean per channel.", show_default=False)
