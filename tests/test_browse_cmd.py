@@ -243,12 +243,14 @@ def browser_view(env: dict[str, str], name: str) -> browser.ModelView:
 def test_an_explanation_joins_the_menu(
     cli_app: Any, neo4j_env: dict[str, str], neo4j_driver: Any, loaded: dict[str, str]
 ) -> None:
+    """An explanation as 'cnngraph explain --load' writes it (the schema of docs/GRAPH.md) adds
+    explanation.cypher's picture, its values written in, to the menu."""
     name = loaded["vgg"]
     neo4j_driver.execute_query(
         "MATCH (p:Position {model: $model}) WITH p ORDER BY p.nid LIMIT 30 "
         "WITH collect(p) AS ps "
-        "CREATE (e:Explanation {model: $model, image: 'digit 7', label: 1, predicted: 1, probability: 0.9, "
-        "options: '{}'}) "
+        "CREATE (e:Explanation {model: $model, image: \"it's/7.png\", label: '1', predicted: '1', "
+        "probability: 0.9, options: '{}'}) "
         "WITH e, ps UNWIND range(0, size(ps) - 1) AS k "
         "WITH e, ps[k] AS p, k CREATE (e)-[:HIGHLIGHTS {score: 1.0 / (k + 1)}]->(p)",
         model=name,
@@ -257,11 +259,24 @@ def test_an_explanation_joins_the_menu(
         out = run_browse(cli_app, neo4j_env, "--model", name).output
         blocks = query_blocks(out)
         explanation = [b for b in blocks if "Explanation" in b]
-        assert len(explanation) == 1 and "image: 'digit 7'" in explanation[0], out
-        nodes = drawn_nodes(neo4j_driver, explanation[0])
-        assert len(nodes) == 26  # the explanation and the 25 positions it highlights most
+        assert len(blocks) == 6 and len(explanation) == 1, out
+        assert "image: 'it\\'s/7.png', label: '1'" in explanation[0] and "$" not in explanation[0]
+        records, _, _ = neo4j_driver.execute_query(explanation[0])
+        layers = {r["layer"] for r in records}
+        assert records and all(r["e"]["image"] == "it's/7.png" for r in records)
+        assert len(records) == sum(min(12, n) for n in _per_layer(neo4j_driver, name, layers))
+        assert drawn_nodes(neo4j_driver, explanation[0])
     finally:
         neo4j_driver.execute_query("MATCH (e:Explanation {model: $model}) DETACH DELETE e", model=name)
+
+
+def _per_layer(driver: Any, model: str, layers: set[int]) -> list[int]:
+    records, _, _ = driver.execute_query(
+        "MATCH (:Explanation {model: $model})-[:HIGHLIGHTS]->(p:Position) "
+        "RETURN p.layer AS layer, count(*) AS n",
+        model=model,
+    )
+    return [r["n"] for r in records if r["layer"] in layers]
 
 
 def test_style_colours_every_layer_distinctly_and_readably() -> None:
@@ -289,7 +304,7 @@ def test_layer_names_cannot_break_the_style_sheet() -> None:
     for caption in ("conv_1", "x_y", "a_b", "_i_", "ok.name"):
         assert f'caption: "L{{layer}} {caption} {{i}},{{j}}"; }}' in text
     # Every L label up to L255 is coloured, captioned or not: another model keeps its colours.
-    assert "node.L255 { color:" in text and text.count('caption: "L{layer} ') == 5
+    assert "node.L255 { color:" in text and text.count('caption: "L{layer} ') == 5 + 1  # and Position's
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -312,18 +312,16 @@ def menu(view: ModelView) -> list[MenuItem]:
         ),
     ]
     if view.explanation is not None:
-        image = view.explanation.get("image")
-        what = f"image {image}"
+        image, label = view.explanation.get("image"), view.explanation.get("label")
+        what = f"image {image}, class {label}"
         if view.explanation.get("predicted") is not None:
             what += f", predicted {view.explanation.get('predicted')}"
         items.append(
             MenuItem(
                 "explanation",
-                f"An explanation ({what}): the 25 positions it highlights most",
-                f"MATCH (e:Explanation {{model: {m}, image: {_literal(image)}}})"
-                "-[h:HIGHLIGHTS]->(p:Position)\n"
-                "WITH e, h, p ORDER BY h.score DESC LIMIT 25\nRETURN e, h, p",
-                f"{view.explanations} explanations stored; change the image to see another"
+                f"An explanation ({what}): per layer, the {EXPLANATION_TOP} positions it highlights most",
+                explanation_query(view.name, image, label),
+                f"{view.explanations} explanations stored; change the image and class to see another"
                 if view.explanations > 1
                 else "",
             )
@@ -337,6 +335,38 @@ def menu(view: ModelView) -> list[MenuItem]:
         )
     )
     return items
+
+
+EXPLANATION_TOP = 12
+
+
+def explanation_query(model: str, image: Any, label: Any, top: int = EXPLANATION_TOP) -> str:
+    """``explanation.cypher`` (written with 'cnngraph explain') as one statement, its values inlined
+    as Cypher literals; when the package has no such file, the same picture from the schema
+    ``(:Explanation {model, image, label})-[:HIGHLIGHTS {score}]->(:Position)``."""
+    from importlib import resources
+
+    path = resources.files(__package__).joinpath("explanation.cypher")
+    if path.is_file():
+        lines = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("//")
+        ]
+        query = "\n".join(lines).strip()
+    else:
+        query = (
+            "MATCH (e:Explanation {model: $model, image: $image, label: $label})"
+            "-[h:HIGHLIGHTS]->(p:Position)\n"
+            "WITH e, h, p ORDER BY h.score DESC LIMIT $top\nRETURN e, h, p"
+        )
+    values = {
+        "$model": cypher_string(model),
+        "$image": _literal(image),
+        "$label": _literal(label),
+        "$top": str(top),
+    }
+    return re.sub(r"\$(model|image|label|top)\b", lambda m: values[m.group(0)], query)
 
 
 # ------------------------------------------------------------------------------------------- legend
@@ -425,8 +455,8 @@ MOST_SPECIFIC_LAYER = (
 )
 EXPLANATIONS = (
     "MATCH (e:Explanation {model: $model}) "
-    "WITH e ORDER BY toString(e.image) "
-    "RETURN count(e) AS count, head(collect(e {.image, .predicted, .label})) AS first"
+    "WITH e ORDER BY toString(e.image), toString(e.label) "
+    "RETURN count(e) AS count, head(collect(e {.image, .label, .predicted})) AS first"
 )
 
 
