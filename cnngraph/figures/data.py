@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cnngraph.errors import ConfigError, Neo4jError
+from cnngraph.errors import ConfigError
 from cnngraph.pruner.select import UnitRow, UnitSelection, gamma_for_count, select_units
 from cnngraph.pruner.units import CHAIN, UNIT_KINDS, Unit, chain_units
 from cnngraph.scores import NodeScores
@@ -84,31 +84,33 @@ def from_neo4j(
     driver: Any, model: str, database: str | None = None, descriptor: str | None = None
 ) -> FigureData:
     """The model's layers, DAG and scores from Neo4j (scores computed in memory when none are
-    stored; nothing is written). Refused when the model changes while it is read."""
-    from cnngraph.loader.catalog import require_model
-    from cnngraph.loader.guard import neo4j_errors, quiet_session
+    stored; nothing is written), read under the read guard (``cnngraph.loader.guard``): a model
+    dropped, replaced, reloaded or rescored while it is read is refused in one line. The per-class
+    degrees, read when first asked for, must come from that same model too."""
+    from cnngraph.loader.guard import neo4j_errors, quiet_session, unchanged_model, verify
     from cnngraph.queries.scoring import compute_degrees, fetch_scores, preview_scores
 
-    props = require_model(driver, model, database)
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        layers = [
-            LayerBox(int(r["index"]), str(r["name"]), int(r["height"]), int(r["width"]))
-            for r in session.run(LAYERS, model=model)
-        ]
-        feeds = [(int(r["src"]), int(r["dst"]), str(r["via"])) for r in session.run(FEEDS, model=model)]
-    stored = props.get("scored_descriptor")
-    if stored is not None and descriptor in (None, stored):
-        scores = fetch_scores(driver, model, database)
-    else:
-        scores = preview_scores(driver, model, descriptor, database)
-    _check_unchanged(driver, model, database, props)
+    with unchanged_model(driver, model, database) as snap:
+        stored = snap.props.get("scored_descriptor")
+        snap.scores = stored is not None
+        with neo4j_errors(driver), quiet_session(driver, database) as session:
+            layers = [
+                LayerBox(int(r["index"]), str(r["name"]), int(r["height"]), int(r["width"]))
+                for r in session.run(LAYERS, model=model)
+            ]
+            feeds = [(int(r["src"]), int(r["dst"]), str(r["via"])) for r in session.run(FEEDS, model=model)]
+        if stored is not None and descriptor in (None, stored):
+            scores = fetch_scores(driver, model, database)
+        else:
+            scores = preview_scores(driver, model, descriptor, database)
+    props = snap.props
     spec = _recorded_spec(props)
     units, note = units_for(spec, [layer.name for layer in layers])
     chosen = scores.descriptor
 
     def degrees() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         table = compute_degrees(driver, model, chosen, database)
-        _check_unchanged(driver, model, database, props)
+        verify(driver, snap, database)  # the degrees are of the model the scores came from
         return table.layer, table.i, table.j, table.total
 
     return FigureData(
@@ -121,19 +123,6 @@ def from_neo4j(
         units_note=note,
         degree_source=degrees,
     )
-
-
-def _check_unchanged(driver: Any, model: str, database: str | None, before: dict[str, Any]) -> None:
-    """After a read: the same complete model (status, checksum, counts), else a one-line refusal."""
-    from cnngraph.loader.catalog import get_model
-
-    after = get_model(driver, model, database)
-    keys = ("status", "checksum", "created", "num_nodes", "num_arcs", "layout")
-    if after is None or any(after.get(k) != before.get(k) for k in keys):
-        raise Neo4jError(
-            f"model '{model}' was dropped, replaced or reloaded while it was read; "
-            "nothing was drawn: run the command again once it is loaded"
-        )
 
 
 def _recorded_spec(props: dict[str, Any]) -> dict[str, Any] | None:

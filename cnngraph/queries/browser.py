@@ -461,30 +461,24 @@ EXPLANATIONS = (
 
 
 def model_view(driver: Any, model: str, database: str | None = None) -> ModelView:
-    """Read what the menu needs of ``model`` (which must be completely loaded); refused when the
-    model changes (dropped, replaced, reloaded) while it is read."""
-    from cnngraph.errors import Neo4jError
-    from cnngraph.loader.catalog import require_model
-    from cnngraph.loader.guard import neo4j_errors, quiet_session
+    """Read what the menu needs of ``model`` (which must be completely loaded) under the read guard
+    (``cnngraph.loader.guard``): refused when the model changes while it is read."""
+    from cnngraph.loader.guard import neo4j_errors, quiet_session, unchanged_model
 
-    props = require_model(driver, model, database)
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        layers = tuple(
-            (int(r["index"]), str(r["name"]), int(r["height"]), int(r["width"]))
-            for r in session.run(LAYERS, model=model)
-        )
-        scored = props.get("scored_descriptor") is not None
-        specific = layers[-1][0] if layers else 0
-        if scored:
-            record = session.run(MOST_SPECIFIC_LAYER, model=model).single()
-            if record is not None:
-                specific = int(record["layer"])
-        found = session.run(EXPLANATIONS, model=model).single()
-    after = require_model(driver, model, database)
-    if after.get("checksum") != props.get("checksum") or after.get("created") != props.get("created"):
-        raise Neo4jError(
-            f"model '{model}' changed while it was read (replaced or reloaded); run the command again"
-        )
+    with unchanged_model(driver, model, database) as snap:
+        props = snap.props
+        with neo4j_errors(driver), quiet_session(driver, database) as session:
+            layers = tuple(
+                (int(r["index"]), str(r["name"]), int(r["height"]), int(r["width"]))
+                for r in session.run(LAYERS, model=model)
+            )
+            scored = props.get("scored_descriptor") is not None
+            specific = layers[-1][0] if layers else 0
+            if scored:
+                record = session.run(MOST_SPECIFIC_LAYER, model=model).single()
+                if record is not None:
+                    specific = int(record["layer"])
+            found = session.run(EXPLANATIONS, model=model).single()
     count = int(found["count"]) if found is not None else 0
     first = found["first"] if found is not None else None
     return ModelView(
