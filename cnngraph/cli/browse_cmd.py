@@ -67,7 +67,7 @@ def browse(
         ),
     ] = None,
 ) -> None:
-    """Print how to open Neo4j Browser and log in, the style sheet and queries that draw the model.
+    """Print how to open Neo4j Browser and log in, the style, and queries that draw the model.
 
     Every query is one statement (the model's name written into it): paste one at a time and run it.
     With the project's own server ('cnngraph server start') it also writes a guide, opened in

@@ -132,8 +132,10 @@ def plot(
         str, typer.Option("--scale", help="deltas: rank (each colour an equal share of positions) or linear.")
     ] = "rank",
 ) -> None:
-    """Draw where class-specific information lives: delta per position, per-class degrees, the layer
-    DAG and each unit's delta against the threshold, as PNG or SVG.
+    """Draw where class-specific information lives (delta maps, class maps, layer DAG, units).
+
+    Delta per position, one layer's per-class degrees, the layer DAG and each unit's delta against
+    the threshold, as PNG or SVG.
 
     From Neo4j (--model; nothing is written: unscored models are scored in memory) or from a mapping
     file (--mapping, with --scores from 'cnngraph score --out' or computed from the mapping)."""
@@ -190,8 +192,9 @@ def _data(
     if mapping is not None:
         return figures.from_mapping(mapping, scores, descriptor)
     assert model is not None
-    with connected(ctx) as driver:
-        return figures.from_neo4j(driver, model, neo4j_settings(ctx).database, descriptor)
+    # Open until the command ends: 'classes' reads the per-class degrees when it is drawn.
+    driver = ctx.with_resource(connected(ctx))
+    return figures.from_neo4j(driver, model, neo4j_settings(ctx).database, descriptor)
 
 
 def _draw(
