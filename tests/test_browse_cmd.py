@@ -347,3 +347,38 @@ def test_documented_neighbourhood_weights_are_the_same_on_both_layouts(
         records, _, _ = neo4j_driver.execute_query(block.replace("'vgg'", browser.cypher_string(loaded[key])))
         weights[key] = sorted(r["weight"] for r in records)
     assert weights["vgg"] and weights["vgg"] == pytest.approx(weights["vgg-compact"], rel=1e-12)
+
+
+HOSTILE = "o'brien; MATCH (n) DETACH DELETE n // {x} \\ $model"
+
+
+@pytest.fixture(scope="module")
+def hostile(neo4j_driver: Any) -> Iterator[str]:
+    """A small VGG loaded under a name full of quotes, Cypher, a ';', braces, a backslash and '$'."""
+    name = f"{HOSTILE} {uuid.uuid4().hex[:6]}"
+    load_network(neo4j_driver, mapped("small_cnn", 16), name)
+    try:
+        yield name
+    finally:
+        drop_model(neo4j_driver, name)
+
+
+@pytest.mark.neo4j
+def test_a_hostile_model_name_stays_inside_its_string_literals(
+    cli_app: Any, neo4j_env: dict[str, str], neo4j_driver: Any, hostile: str
+) -> None:
+    result = run_browse(cli_app, neo4j_env, "--model", hostile)
+    assert result.exit_code == 0, result.output
+    before, _, _ = neo4j_driver.execute_query("MATCH (n) RETURN count(n) AS n")
+    for block in query_blocks(result.output):
+        assert browser.cypher_string(hostile) in block
+        records, _, _ = neo4j_driver.execute_query(block)
+        assert records, block
+        for record in records:
+            for value in record.values():
+                nodes = (
+                    value.nodes if hasattr(value, "nodes") else [value] if hasattr(value, "labels") else []
+                )
+                assert all(n.get("model") in (hostile, None) for n in nodes)
+    after, _, _ = neo4j_driver.execute_query("MATCH (n) RETURN count(n) AS n")
+    assert after[0]["n"] == before[0]["n"]  # nothing deleted

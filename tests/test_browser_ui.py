@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browse_cmd import MODELS, RESNET20_LAYERS, drawn_nodes, loaded, mapped, query_blocks, run_browse
+from test_browse_cmd import (
+    HOSTILE,
+    MODELS,
+    RESNET20_LAYERS,
+    drawn_nodes,
+    loaded,
+    mapped,
+    query_blocks,
+    run_browse,
+)
 
 from cnngraph.loader.catalog import drop_model, get_model
 from cnngraph.loader.writer import load_network
@@ -180,21 +189,12 @@ def session(
 ) -> Iterator[tuple[Session, str]]:
     """Browser opened at the URL ``browse`` prints, logged in as a person would; the printed
     output of ``browse`` for the VGG comes along."""
-    webdriver = _selenium()
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    env = _env(neo4j_settings)
-    result = run_browse(cli_app, env, "--model", loaded["vgg"])
+    _selenium()
+    result = run_browse(cli_app, _env(neo4j_settings), "--model", loaded["vgg"])
     assert result.exit_code == 0, result.output
     url = re.search(r"Neo4j Browser: (\S+)", result.output)
     assert url is not None
-    options = Options()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=shots)}")
-    options.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = _chrome(shots)
     try:
         driver.get(url[1])
         if neo4j_settings.password is not None:
@@ -216,6 +216,20 @@ def session(
         yield Session(driver, shots), result.output
     finally:
         driver.quit()
+
+
+def _chrome(folder: Path) -> Any:
+    """A headless Chromium with a fresh profile in ``folder`` (skips the test without Chromium)."""
+    webdriver = _selenium()
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=folder)}")
+    options.binary_location = str(CHROMIUM)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
 def _env(settings: Neo4jSettings) -> dict[str, str]:
@@ -365,3 +379,76 @@ def test_readme_and_graph_doc_queries_draw_as_printed(session: tuple[Session, st
         assert ":param" not in block and (f"'{doc_model}'" in block or block.startswith("MATCH (m:Model)"))
         frame = browser_.run(block, f"doc-query-{n}")
         assert frame["nodes"] > 0, block
+
+
+def test_a_hostile_model_name_pastes_and_draws(
+    session: tuple[Session, str], cli_app: Any, neo4j_settings: Neo4jSettings, neo4j_driver: Any
+) -> None:
+    """A name with a quote, a ';' (Browser splits a paste on it before parsing), Cypher, braces, a
+    backslash and '$': each printed query is still one statement that draws the model."""
+    name = f"{HOSTILE} ui"
+    load_network(neo4j_driver, mapped("small_cnn", 16), name)
+    try:
+        browser_, _ = session
+        output = run_browse(cli_app, _env(neo4j_settings), "--model", name).output
+        for n, block in enumerate(query_blocks(output), 1):
+            frame = browser_.run(block, f"hostile-query-{n}")
+            assert frame["nodes"] == len(drawn_nodes(neo4j_driver, block)) > 0, block
+            assert "multi-statement" not in frame["text"].lower()
+    finally:
+        drop_model(neo4j_driver, name)
+
+
+def test_url_connects_by_itself_when_auth_is_off(
+    cli_app: Any, tmp_path_factory: pytest.TempPathFactory, shots: Path
+) -> None:
+    """Against a server with auth off, the URL ``browse`` prints connects by itself: no typing, no
+    settings frame, "Connect result nodes" off."""
+    from cnngraph.server import local
+
+    _selenium()
+    config = local.ServerConfig(
+        state_dir=tmp_path_factory.mktemp("neo4j-no-auth"),
+        bolt_port=local.free_port(),
+        http_port=local.free_port(),
+        heap="512m",
+        pagecache="64m",
+        auth=False,
+    )
+    local.start(config, timeout=240)
+    driver = None
+    try:
+        env = {
+            "NEO4J_URI": config.bolt_uri,
+            "NEO4J_PASSWORD": "",
+            "CNNGRAPH_STATE_DIR": str(config.state_dir),
+        }
+        result = run_browse(cli_app, env)
+        assert result.exit_code == 0, result.output
+        url = result.output.split("Neo4j Browser: ")[1].split()[0]
+        assert url == (
+            f"http://127.0.0.1:{config.http_port}/cnngraph/browser?dbms=bolt://127.0.0.1:{config.bolt_port}"
+            "&preselectAuthMethod=NO_AUTH"
+        )
+        driver = _chrome(shots)
+        driver.get(url)
+        try:
+            _wait(
+                lambda: "server auth is disabled" in driver.execute_script("return document.body.innerText"),
+                "Browser to connect by itself",
+            )
+        finally:
+            driver.save_screenshot(str(shots / "no-auth-connected.png"))
+        assert '"autoComplete"' not in driver.execute_script("return document.body.innerText")
+        assert (
+            driver.execute_script("return JSON.parse(localStorage.getItem('neo4j.settings')).autoComplete")
+            is False
+        )
+        frame = Session(driver, shots).run(
+            "RETURN 40 + 2 AS answer", "no-auth-query", lambda f: "42" in f["text"]
+        )
+        assert "answer" in frame["text"]
+    finally:
+        if driver is not None:
+            driver.quit()
+        local.stop(config)
