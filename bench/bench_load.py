@@ -1,10 +1,13 @@
 """Benchmark: loading and scoring one network in both graph layouts, beside the kernel's own limit.
 
     .venv/bin/python bench/bench_load.py [--input-size 96] [--classes 10] [--repeat 3] [--per-arc 0]
+        [--descriptors mean,median,max,sum]
 
 Network: VGG16-BN's topology (13 convolutions, 3x3 'same', 2x2 pools) traced at the given input
-size, random node values (the speed does not depend on them); at 96x96 and 10 classes that is
-220,488 arcs, i.e. 2,204,880 class-arcs (one relationship each in the per-class layout).
+size, random node values (the speed does not depend on them) for ``--descriptors`` (default all
+four, as ``cnngraph map`` writes them; each is one weight property per relationship, or one list per
+arc in the compact layout); at 96x96 and 10 classes that is 220,488 arcs, i.e. 2,204,880
+class-arcs (one relationship each in the per-class layout).
 
 For each layout the script starts its own Neo4j (the project's launcher, heap 2 GiB, page cache
 1 GiB, a fresh store in a temp folder, free ports), so the first load and the first score of each
@@ -44,7 +47,7 @@ from cnngraph.loader.catalog import drop_model
 from cnngraph.loader.connection import connect
 from cnngraph.loader.writer import DEFAULT_BATCH, load_network
 from cnngraph.mapping import reference
-from cnngraph.mapping.network import MultilayerNetwork
+from cnngraph.mapping.network import DESCRIPTORS, MultilayerNetwork
 from cnngraph.mapping.topology import topology_for_model
 from cnngraph.models import ModelSpec, build_model
 from cnngraph.queries.scoring import compute_scores
@@ -63,13 +66,15 @@ CREATE (a)-[:ARC {class: h, mean: $mean[h], median: $median[h]}]->(b)
 """
 
 
-def vgg_network(input_size: int, classes: int, seed: int = 0) -> MultilayerNetwork:
-    """VGG16-BN's topology at ``input_size`` with random node values."""
+def vgg_network(
+    input_size: int, classes: int, seed: int = 0, descriptors: tuple[str, ...] = DESCRIPTORS
+) -> MultilayerNetwork:
+    """VGG16-BN's topology at ``input_size`` with random node values for ``descriptors``."""
     spec = ModelSpec(source="vgg16", num_classes=classes, input_size=input_size)
     topology = topology_for_model(build_model(spec), (3, input_size, input_size))
     rng = np.random.default_rng(seed)
     n = topology.num_nodes
-    values = {d: rng.random((classes, n), dtype=np.float32) for d in ("mean", "median")}
+    values = {d: rng.random((classes, n), dtype=np.float32) for d in descriptors}
     return MultilayerNetwork(
         topology=topology,
         class_names=[f"class{h}" for h in range(classes)],
@@ -297,16 +302,23 @@ def main() -> None:
         "--per-arc", type=int, default=0, help="arcs for the one-query-per-arc loader (0: skip)"
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the Java kernel probe")
+    parser.add_argument(
+        "--descriptors", default=",".join(DESCRIPTORS), help="node values stored per arc (comma-separated)"
+    )
     parser.add_argument("--no-parallel", action="store_true", help="skip the parallel-writers comparison")
     args = parser.parse_args()
 
-    network = vgg_network(args.input_size, args.classes)
+    descriptors = tuple(d for d in DESCRIPTORS if d in args.descriptors.split(","))
+    if "mean" not in descriptors:
+        parser.error(f"--descriptors must include mean and name only {', '.join(DESCRIPTORS)}")
+    network = vgg_network(args.input_size, args.classes, descriptors=descriptors)
     topo = network.topology
     t = network.num_classes
     class_arcs = topo.num_arcs * t
     print(
         f"VGG16-BN {args.input_size}x{args.input_size}, {t} classes: {topo.num_nodes:,} positions, "
-        f"{topo.num_arcs:,} arcs x {t} = {class_arcs:,} class-arcs; load average {os.getloadavg()}",
+        f"{topo.num_arcs:,} arcs x {t} = {class_arcs:,} class-arcs, descriptors {','.join(descriptors)}; "
+        f"load average {os.getloadavg()}",
         flush=True,
     )
     results = {}
