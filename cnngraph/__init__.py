@@ -43,6 +43,7 @@ _EXPORTS = {
     "select_units": "cnngraph.pruner.select",
     "find_units": "cnngraph.pruner.units",
     "remove_convolutions": "cnngraph.pruner.surgery",
+    "load_pruned": "cnngraph.pruner.surgery",
     "prune_model": "cnngraph.pruner.pipeline",
     "plot_delta_maps": "cnngraph.figures",
     "plot_class_degrees": "cnngraph.figures",

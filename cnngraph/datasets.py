@@ -159,6 +159,27 @@ def _no_split(source: str, split: str | None) -> None:
         )
 
 
+def absolute_source(source: str) -> str:
+    """``source`` with a local path made absolute, as 'cnngraph train' records it in a checkpoint so that
+    later commands find the data from any folder; ``builtin:`` names and missing paths stay as given."""
+    if source.startswith("builtin:"):
+        return source
+    base, sep, options = (source, "", "") if Path(source).exists() else source.partition("?")
+    path = Path(base).expanduser()
+    return f"{path.resolve()}{sep}{options}" if path.exists() else source
+
+
+def check_recorded_source(source: str, checkpoint: str | Path) -> None:
+    """Refuse, naming the checkpoint and --data, a dataset that a checkpoint records but that is not here."""
+    if source.startswith("builtin:") or Path(source).exists() or Path(source.partition("?")[0]).exists():
+        return
+    relative = "" if Path(source).is_absolute() else " (relative to the folder where 'cnngraph train' ran)"
+    raise DataError(
+        f"checkpoint '{checkpoint}' records the dataset '{source}'{relative}, which does not exist here; "
+        "give the dataset with --data PATH"
+    )
+
+
 def check_finite(dataset: ImageDataset) -> None:
     """Refuse NaN or infinite pixel values, naming the first image that has one."""
     if dataset.images.numel() == 0 or not dataset.images.is_floating_point():
@@ -282,6 +303,14 @@ def _image_folder(root: Path) -> ImageDataset:
         files += found
         labels += [index] * len(found)
     if not files:
+        splits = [name for name in classes if _holds_class_folders(root / name)]
+        if splits:
+            example = "train" if "train" in splits else splits[0]
+            raise DataError(
+                f"'{root}' holds split folders ({', '.join(splits)}), each with class folders, not images: "
+                f"pick one with --split (e.g. --split {example}; 'cnngraph train' takes "
+                "--split and --test-split)"
+            )
         raise DataError(f"'{root}' has class folders but no images in them")
     key = hashlib.sha256(b"decode-v2\n")
     for f in files:
@@ -303,6 +332,14 @@ def _image_folder(root: Path) -> ImageDataset:
             tmp.unlink(missing_ok=True)
     tensor = _to_float(array.transpose(0, 3, 1, 2))
     return ImageDataset(tensor, torch.tensor(labels, dtype=torch.int64), classes, str(root))
+
+
+def _holds_class_folders(folder: Path) -> bool:
+    """Whether ``folder`` is a split of an ImageFolder tree: a folder of class folders with images."""
+    return any(
+        sub.is_dir() and _visible(sub) and any(p.suffix.lower() in IMAGE_SUFFIXES for p in sub.iterdir())
+        for sub in folder.iterdir()
+    )
 
 
 def _decode(files: list[Path]) -> np.ndarray:
@@ -385,18 +422,17 @@ def resolve_classes(
 
     ``wanted`` holds class names or indices (a string that is a class name is that name, even
     when it looks like a number; otherwise a whole number is an index); ``max_classes`` takes the
-    first N classes in the dataset's order. Unknown names, indices out of range and repeats are
-    refused, so a mapping never silently covers other classes than the ones asked for.
+    first N classes in the dataset's order (all of them when it has fewer). Unknown names, indices
+    out of range and repeats are refused, so a mapping never silently covers other classes than the
+    ones asked for.
     """
     total = len(class_names)
     if wanted is not None and max_classes is not None:
         raise DataError("pass either --classes or --max-classes, not both")
     if max_classes is not None:
-        if not 1 <= max_classes <= total:
-            raise DataError(
-                f"--max-classes must be between 1 and {total} (the dataset's classes), got {max_classes}"
-            )
-        return list(range(max_classes))
+        if max_classes < 1:
+            raise DataError(f"--max-classes must be at least 1, got {max_classes}")
+        return list(range(min(max_classes, total)))  # more than the dataset has: all of them
     if wanted is None:
         return None
     if len(wanted) == 0:

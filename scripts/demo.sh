@@ -25,6 +25,7 @@ export CNNGRAPH_PROGRESS=${CNNGRAPH_PROGRESS:-1}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 started_here=0
+local_server=0
 cleanup() {
   if [[ $started_here == 1 && ${DEMO_KEEP_SERVER:-0} != 1 ]]; then
     step "stopping the local Neo4j this demo started (DEMO_KEEP_SERVER=1 keeps it)"
@@ -34,8 +35,14 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ -z ${NEO4J_URI:-} ]]; then
+  local_server=1
   if cnngraph server status >/dev/null 2>&1; then
-    step "using the local Neo4j that is already running"
+    # That server may listen on other ports than the default: use the Bolt URI its state records.
+    NEO4J_URI=$(python3 -c 'import json
+from cnngraph.settings import STATE_FILE, default_state_dir
+print(json.loads((default_state_dir() / STATE_FILE).read_text())["bolt_uri"])')
+    export NEO4J_URI
+    step "using the local Neo4j that is already running at $NEO4J_URI (state in ${CNNGRAPH_STATE_DIR:-$HOME/.local/state/cnngraph})"
   else
     step "starting a local Neo4j 5.26 (state in $CNNGRAPH_STATE_DIR)"
     cnngraph server start
@@ -65,7 +72,7 @@ cnngraph prune --model "$NAME" --checkpoint "$OUT/model.pt" --gamma "$GAMMA" --r
 
 step "6/6 explore the graph"
 cnngraph browse --model "$NAME"
-if [[ -z ${NEO4J_URI:-} ]]; then
+if [[ $local_server == 1 ]]; then
   echo "Browser login: user neo4j, password in ${CNNGRAPH_STATE_DIR:-$HOME/.local/state/cnngraph}/neo4j.password"
 fi
 # The run's figures (what the README does not quote, since they depend on the training run).

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def demo_default(name: str) -> str:
 @pytest.mark.neo4j
 @pytest.mark.slow
 def test_the_demo_paragraph_quotes_only_figures_of_a_real_run(
-    neo4j_env: dict[str, str], model_id: str, tmp_path: Path
+    neo4j_server: Any, neo4j_env: dict[str, str], model_id: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "demo"
     env = {
@@ -53,11 +54,17 @@ def test_the_demo_paragraph_quotes_only_figures_of_a_real_run(
         "CNNGRAPH_PROGRESS": "0",
         "OMP_NUM_THREADS": "2",
     }
+    if neo4j_server is not None:  # as 'make demo' finds a local server: NEO4J_URI unset, a non-default port
+        for name in ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE"):
+            env.pop(name, None)
+        env["CNNGRAPH_STATE_DIR"] = str(neo4j_server.state_dir)
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "demo.sh")],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=1200,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if neo4j_server is not None:
+        assert f"already running at {neo4j_server.bolt_uri}" in proc.stdout
     figures = json.loads((out / "figures.json").read_text())
     assert f"figures in {out / 'figures.json'}" in proc.stdout
     assert figures["finetune_epochs"] == 0 and figures["gamma"] == 0.5

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
 
 from cnngraph.cli.common import GraphModel, connected, console, err_console, handle_errors, neo4j_settings
 from cnngraph.cli.interrupts import between_transactions
-from cnngraph.errors import GraphNotFoundError
+from cnngraph.errors import ConfigError, GraphNotFoundError
 from cnngraph.loader.catalog import DELETE_BATCH
 from cnngraph.queries.scoring import drop_model
 
@@ -21,7 +22,9 @@ def register(app: typer.Typer) -> None:
 def drop(
     ctx: typer.Context,
     model: GraphModel,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (what a script passes).")
+    ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Relationships deleted per transaction (about).")
     ] = DELETE_BATCH,
@@ -30,7 +33,7 @@ def drop(
 
     The model is marked 'deleting' first, so an interrupted drop leaves a model that every command
     refuses; running the same drop again (or a load) finishes it."""
-    if not yes and not typer.confirm(f"Delete model '{model}' from Neo4j?"):
+    if not yes and not _confirmed(model):
         console.print("nothing deleted")
         raise typer.Exit(1)
     with connected(ctx) as driver, between_transactions(_notice) as check_interrupt:
@@ -41,6 +44,18 @@ def drop(
         if not drop_model(driver, model, neo4j_settings(ctx).database, batch_size, after_batch):
             raise GraphNotFoundError(f"model '{model}' is not loaded; 'cnngraph models' lists what is")
     console.print(f"dropped model '{model}'")
+
+
+def _confirmed(model: str) -> bool:
+    """The user's y/N. No answer (a script whose input ends, Ctrl-D) is a one-line error naming --yes."""
+    try:
+        return typer.confirm(f"Delete model '{model}' from Neo4j?")
+    except typer.Abort:
+        typer.echo()  # end the prompt's line
+        raise ConfigError(
+            f"drop asks before deleting model '{model}' and got no answer (no terminal: a script or a "
+            f"pipe); pass --yes to delete it without asking: cnngraph drop --model {shlex.quote(model)} --yes"
+        ) from None
 
 
 def _notice(message: str) -> None:

@@ -245,7 +245,7 @@ def _model_and_data(
     model: str | None,
 ) -> tuple[Any, Any, Any, str]:
     """The model, its spec, the dataset (when --index asks for one) and a short name for it."""
-    from cnngraph.datasets import load_dataset
+    from cnngraph.datasets import check_recorded_source, load_dataset
     from cnngraph.explain.images import read_image_file
     from cnngraph.models import ModelSpec, load_model, read_checkpoint
 
@@ -257,6 +257,7 @@ def _model_and_data(
         recorded = info.get("data")
         if source is None and isinstance(recorded, dict) and "source" in recorded:
             source = str(recorded["source"])
+            check_recorded_source(source, checkpoint)
             chosen = split or recorded.get("test_split") or recorded.get("split")
         if source is None:
             raise DataError(

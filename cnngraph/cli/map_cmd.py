@@ -195,6 +195,12 @@ def map_cmd(
     dataset = load_dataset(data_source, split)
     wanted = parse_classes(classes)
     resolve_classes(dataset.class_names, wanted, max_classes)  # refuse a bad subset before the model loads
+    if max_classes is not None and max_classes > len(dataset.class_names):
+        console.print(
+            f"[yellow]note:[/] --max-classes {max_classes} is more than the dataset's "
+            f"{counted(len(dataset.class_names), 'class')}; mapping all of them",
+            highlight=False,
+        )
     spec = None
     if model_source is not None:
         c, h, _ = dataset.input_shape

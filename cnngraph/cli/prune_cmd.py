@@ -123,12 +123,15 @@ def load_trained(
     The architecture is ``--arch``, else the checkpoint's, else the one recorded with the mapping,
     so every model that 'cnngraph map' took (a plain state dict included) can be pruned.
     """
+    from cnngraph.datasets import check_recorded_source
     from cnngraph.models import ModelSpec, load_model, read_checkpoint
     from cnngraph.pruner.data import DataSplit, load_split
 
     _, info = read_checkpoint(checkpoint)
     recorded = info.get("data")
     if isinstance(recorded, dict) and "source" in recorded:
+        if data is None:
+            check_recorded_source(str(recorded["source"]), checkpoint)
         split = DataSplit.from_dict({**recorded, "source": data or recorded["source"]})
     elif data is not None:
         split = DataSplit(data)
@@ -178,15 +181,19 @@ def selection_table(selection: Any) -> Table:
 
 
 def comparison_table(rows: list[Any]) -> Table:
-    """The paper's table: original, pruned and the relative change."""
+    """The paper's table: original, pruned and the change (percentage points for rates, else relative)."""
     from cnngraph.pruner.metrics import format_value
 
-    table = Table(title="Original vs pruned")
+    table = Table(
+        title="Original vs pruned",
+        caption="change: rates in percentage points (pp), the rest relative (%)",
+    )
     for name in ("", "original", "pruned", "change"):
         table.add_column(name, justify="left" if not name else "right")
     for r in rows:
-        change = "-" if r.change_pct is None else f"{r.change_pct:+.2f}%"
-        table.add_row(r.label, format_value(r.original, r.unit), format_value(r.pruned, r.unit), change)
+        table.add_row(
+            r.label, format_value(r.original, r.unit), format_value(r.pruned, r.unit), r.change_text()
+        )
     return table
 
 

@@ -179,6 +179,7 @@ def train_cmd(
     """
     import torch
 
+    from cnngraph.datasets import absolute_source
     from cnngraph.models import ModelSpec, build_model, save_atomically, save_checkpoint
     from cnngraph.pruner.data import DataSplit, load_split
     from cnngraph.pruner.metrics import evaluate as evaluate_model
@@ -202,7 +203,8 @@ def train_cmd(
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown --precision '{precision}'; use {' or '.join(PRECISIONS)}")
     warn_precision(precision, device)
-    data_split = DataSplit(data, split, test_split, test_fraction, seed)
+    # The dataset's absolute path goes into the checkpoint: prune, sweep and explain find it from any folder.
+    data_split = DataSplit(absolute_source(data), split, test_split, test_fraction, seed)
     train_data, test_data = load_split(data_split)
     c, h, w = train_data.input_shape
     if h != w:

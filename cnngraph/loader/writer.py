@@ -159,7 +159,7 @@ def load_network(
     digest = _layout_digest(rows.checksum(network), layout)
     ensure_schema(driver, database)
     existing = get_model(driver, name, database)
-    _check_layout(name, existing, layout, replace)
+    _check_layout(name, existing, digest, layout, replace)
     status = _decide(name, existing, digest, replace)
     if status == "already loaded":
         return _report(network, name, status, started, 0, layout)
@@ -167,7 +167,7 @@ def load_network(
     try:
         # Decide again on what the database holds once the lease is ours (it may have changed).
         existing = _take_lease(driver, name, database, writer)
-        _check_layout(name, existing, layout, replace)
+        _check_layout(name, existing, digest, layout, replace)
         status = _decide(name, existing, digest, replace)
         if status == "already loaded":
             return _report(network, name, status, started, 0, layout)
@@ -265,16 +265,25 @@ def _layout_digest(digest: str, layout: str) -> str:
     return digest if layout == "per-class" else f"{digest}:{layout}"
 
 
-def _check_layout(name: str, existing: dict[str, Any] | None, layout: str, replace: bool) -> None:
-    """A complete model in the other layout is never silently rewritten."""
+def _check_layout(
+    name: str, existing: dict[str, Any] | None, digest: str, layout: str, replace: bool
+) -> None:
+    """A complete model in the other layout is never silently rewritten; when it is another mapping
+    too, that is what the error says (``_decide`` refuses another mapping in the same layout)."""
     if existing is None or replace or existing.get("status") != "complete":
         return
     stored = str(existing.get("layout", "per-class"))
-    if stored != layout:
-        raise ConfigError(
-            f"model '{name}' is loaded in the {stored} layout; pass --replace to load it again "
-            f"as {layout}, or --name to load this one beside it"
+    if stored == layout:
+        return
+    if str(existing.get("checksum", "")).split(":")[0] != digest.split(":")[0]:
+        raise Neo4jError(
+            f"model '{name}' is already loaded from a different mapping (in the {stored} layout); "
+            "pass --replace to overwrite it or --name to load this one beside it"
         )
+    raise ConfigError(
+        f"model '{name}' is loaded in the {stored} layout; pass --replace to load it again "
+        f"as {layout}, or --name to load this one beside it"
+    )
 
 
 def _report(

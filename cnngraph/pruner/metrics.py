@@ -188,7 +188,8 @@ COMPARISON_ROWS: tuple[tuple[str, str, str], ...] = (
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One line of the table: the quantity, both values and the relative change in percent."""
+    """One line of the table: the quantity, both values, the relative change in percent and, for rates
+    (accuracy, precision, recall), the change in percentage points (10.00% -> 10.50%: +0.50 pp, +5%)."""
 
     key: str
     label: str
@@ -196,19 +197,29 @@ class ComparisonRow:
     pruned: float
     change_pct: float | None
     unit: str
+    change_pp: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def change_text(self) -> str:
+        """The table's change cell: percentage points for rates, a relative percentage otherwise."""
+        if self.unit == "pct":
+            return "-" if self.change_pp is None else f"{self.change_pp:+.2f} pp"
+        return "-" if self.change_pct is None else f"{self.change_pct:+.2f}%"
+
 
 def compare(original: Summary, pruned: Summary) -> list[ComparisonRow]:
-    """The paper's table: every quantity original vs pruned with ``(pruned - original) / original``."""
+    """The paper's table: every quantity original vs pruned with ``(pruned - original) / original``
+    and, for rates, ``pruned - original`` in percentage points."""
     a, b = original.to_dict(), pruned.to_dict()
     rows = []
     for key, label, unit in COMPARISON_ROWS:
         x, y = float(a[key]), float(b[key])
-        change = None if x == 0 or not np.isfinite(x) or not np.isfinite(y) else 100.0 * (y - x) / abs(x)
-        rows.append(ComparisonRow(key, label, x, y, change, unit))
+        finite = bool(np.isfinite(x) and np.isfinite(y))
+        change = None if x == 0 or not finite else 100.0 * (y - x) / abs(x)
+        points = 100.0 * (y - x) if unit == "pct" and finite else None
+        rows.append(ComparisonRow(key, label, x, y, change, unit, points))
     return rows
 
 
