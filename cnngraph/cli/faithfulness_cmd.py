@@ -15,7 +15,7 @@ from cnngraph.errors import ConfigError
 
 HELP = (
     "Is the explanation faithful? Deletion and insertion AUC, average drop and increase in confidence "
-    "(METHOD.md section 10), for every method on the same images.\n\n"
+    "(docs/METHOD.md section 10), for every method on the same images.\n\n"
     "For each image the predicted class is explained by every method; pixels are deleted (set to the "
     "dataset's per-channel mean, computed over the whole --data split before normalisation) or inserted "
     "into the all-mean image in K equal steps, in decreasing map order with ties broken by a random "
