@@ -1,4 +1,6 @@
 // Per-class weighted in-, out- and total degree of every node of one model (docs/METHOD.md section 4).
+// Per-class layout (cnngraph load's default). A model loaded with --layout compact (its :Model has
+// layout 'compact') needs degrees_compact.cypher instead; this one fails there (sum of lists).
 // One row per node; indegree[h], outdegree[h], total[h] belong to class network h.
 // In Neo4j Browser first run:
 //   :param model => 'vgg16_bn'

@@ -1,4 +1,6 @@
 // delta of every node of one model (docs/METHOD.md section 4), written back as node properties.
+// Per-class layout (cnngraph load's default). A model loaded with --layout compact (its :Model has
+// layout 'compact') needs scores_compact.cypher instead; this one fails there (sum of lists).
 // d[h] = |weighted in- plus out-degree of the node in class network h| (docs/METHOD.md sections 4 and
 // 8: the absolute value, since a block ending at a batch norm, or response = conv, can be
 // negative; ReLU responses are >= 0 anyway); p[h] = d[h] / sum(d):
