@@ -6,7 +6,7 @@ Usage::
     python scripts/readme_walkthrough.py --run EMPTY_FOLDER  # run it there (NEO4J_URI etc. as usual)
 
 Every fenced block whose info string is ``bash`` (or ``sh``, ``shell``) becomes part of one bash
-script, run with ``set -eo pipefail`` so that the first failing command stops it; every ``python``
+script, run with ``set -Eeo pipefail`` so that the first failing command stops it; every ``python``
 block is run by this Python from the same folder (``python -``, so ``import my_module`` finds files
 the blocks wrote). A block whose first line starts with ``# Not run by the README test`` is skipped
 (that line says why). Other blocks (``text``, ``cypher``, ``mermaid``, output) are not commands.
@@ -88,7 +88,7 @@ def script(readme: Path, python: str = sys.executable) -> tuple[str, dict[int, i
     for block in blocks(readme.read_text()):
         if not block.runnable:
             continue
-        out.append(f"echo \"=== {readme.name} line {block.line} ({block.language}), at $SECONDS s\"")
+        out.append(f'echo "=== {readme.name} line {block.line} ({block.language}), at $SECONDS s"')
         if block.language == "python":
             if HEREDOC in block.text:
                 raise ValueError(f"{readme.name} line {block.line}: a python block may not contain {HEREDOC}")
@@ -102,7 +102,7 @@ def script(readme: Path, python: str = sys.executable) -> tuple[str, dict[int, i
             out += block.text.rstrip("\n").split("\n")
         for k in range(start, len(out) + 1):
             where.setdefault(k, block.line + (k - start))
-    out.append(f"echo \"=== {readme.name}: every block ran, in $SECONDS s\"")
+    out.append(f'echo "=== {readme.name}: every block ran, in $SECONDS s"')
     return "\n".join(out) + "\n", where
 
 
