@@ -74,7 +74,10 @@ def faithfulness(
     methods: Annotated[
         str,
         typer.Option(
-            "--methods", help="Comma-separated: graph, graph-authors, gradcam, ig, random, gaussian."
+            "--methods",
+            help="Comma-separated, from: graph, graph-authors, gradcam, ig, random, gaussian "
+            "\\[default: all six].",
+            show_default=False,
         ),
     ] = "graph,graph-authors,gradcam,ig,random,gaussian",
     steps: Annotated[int, typer.Option("--steps", min=1, help="K: deletion/insertion steps.")] = 32,

@@ -91,8 +91,10 @@ def inspect_cmd(
     num_classes: Annotated[int, typer.Option("--num-classes", help="Outputs of MODEL.")] = 10,
     width: Annotated[float, typer.Option("--width", help="Width multiplier of a reference MODEL.")] = 1.0,
 ) -> None:
-    """Print a per-layer summary of a saved mapping: filters, size, nodes, arcs, node values, classes;
-    or, with --input-size, the topology of a model without images or weights."""
+    """Summarise a mapping per layer, or a model's topology with --input-size.
+
+    For a mapping file: filters, size, nodes, arcs, node values and classes per layer. With
+    --input-size, the topology of a model without images or weights."""
     from cnngraph.mapping.summary import network_summary
 
     if input_size is not None:
