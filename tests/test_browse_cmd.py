@@ -382,3 +382,12 @@ def test_a_hostile_model_name_stays_inside_its_string_literals(
                 assert all(n.get("model") in (hostile, None) for n in nodes)
     after, _, _ = neo4j_driver.execute_query("MATCH (n) RETURN count(n) AS n")
     assert after[0]["n"] == before[0]["n"]  # nothing deleted
+
+
+def test_explanation_query_substitutes_each_value_once() -> None:
+    """A model name or image path holding ``$image`` or ``$top`` stays as written, inside its literal."""
+    query = browser.explanation_query("m$image", "/data/$label.png", "cat$top", top=5)
+    assert "'m$image'" in query
+    assert "'/data/$label.png'" in query
+    assert "'cat$top'" in query
+    assert query.count("$") == 3  # only the three inside the literals

@@ -392,36 +392,17 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     console.print(table)
 
 
-def browser_query(model: str, image: str, label: str, top: int = 12) -> str:
-    """``cnngraph/queries/explanation.cypher`` with its values written in as Cypher literals (escaped),
-    one statement to paste into Neo4j Browser."""
-    from importlib import resources
-
-    text = resources.files("cnngraph.queries").joinpath("explanation.cypher").read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("//")]
-    values = {
-        "$model": _literal(model),
-        "$image": _literal(image),
-        "$label": _literal(label),
-        "$top": str(top),
-    }
-    query = "\n".join(lines).strip()
-    for key, value in values.items():
-        query = query.replace(key, value)
-    return query
-
-
-def _literal(text: str) -> str:
-    """A Cypher string literal: backslashes and quotes escaped."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _print_query(model: str, first: Any) -> None:
+    from cnngraph.queries.browser import explanation_query
+
     console.print(
         "Neo4j Browser: paste this query to see the first explanation's positions layer by layer:",
         highlight=False,
         soft_wrap=True,
     )
     console.print(
-        browser_query(model, first.image, first.explained_name), highlight=False, markup=False, soft_wrap=True
+        explanation_query(model, first.image, first.explained_name),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )

@@ -342,24 +342,12 @@ EXPLANATION_TOP = 12
 
 def explanation_query(model: str, image: Any, label: Any, top: int = EXPLANATION_TOP) -> str:
     """``explanation.cypher`` (written with 'cnngraph explain') as one statement, its values inlined
-    as Cypher literals; when the package has no such file, the same picture from the schema
-    ``(:Explanation {model, image, label})-[:HIGHLIGHTS {score}]->(:Position)``."""
+    as Cypher literals in one pass (a value that contains ``$image`` is not substituted again)."""
     from importlib import resources
 
-    path = resources.files(__package__).joinpath("explanation.cypher")
-    if path.is_file():
-        lines = [
-            line
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if not line.lstrip().startswith("//")
-        ]
-        query = "\n".join(lines).strip()
-    else:
-        query = (
-            "MATCH (e:Explanation {model: $model, image: $image, label: $label})"
-            "-[h:HIGHLIGHTS]->(p:Position)\n"
-            "WITH e, h, p ORDER BY h.score DESC LIMIT $top\nRETURN e, h, p"
-        )
+    text = resources.files(__package__).joinpath("explanation.cypher").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("//")]
+    query = "\n".join(lines).strip()
     values = {
         "$model": cypher_string(model),
         "$image": _literal(image),
