@@ -326,14 +326,14 @@ def doc_blocks(path: Path) -> list[str]:
 def test_documented_queries_are_single_statements_that_return_nodes_on_both_layouts(
     neo4j_driver: Any, loaded: dict[str, str], key: str
 ) -> None:
-    """The README's and GRAPH.md's Browser queries, written for the model 'vgg', on each loaded
-    model (its name put in place of 'vgg'); pasted into Browser they are tests/test_browser_ui.py's."""
+    """The README's and GRAPH.md's Browser queries, written for the walkthrough's model 'digits-cnn', on
+    each loaded model (its name put in its place); pasted into Browser they are tests/test_browser_ui.py's."""
     blocks = doc_blocks(ROOT / "README.md") + doc_blocks(ROOT / "docs" / "GRAPH.md")
     assert len(blocks) >= 9
     for block in blocks:
         assert ":param" not in block and "$" not in block and ";" not in block
-        assert "'vgg'" in block or block.startswith("MATCH (m:Model)\n")  # query 1: every model
-        query = block.replace("'vgg'", browser.cypher_string(loaded[key]))
+        assert "'digits-cnn'" in block or block.startswith("MATCH (m:Model)\n")  # query 1: every model
+        query = block.replace("'digits-cnn'", browser.cypher_string(loaded[key]))
         assert drawn_nodes(neo4j_driver, query), query
 
 
@@ -344,7 +344,9 @@ def test_documented_neighbourhood_weights_are_the_same_on_both_layouts(
     block = next(b for b in doc_blocks(ROOT / "README.md") if "AS weight" in b)
     weights = {}
     for key in ("vgg", "vgg-compact"):
-        records, _, _ = neo4j_driver.execute_query(block.replace("'vgg'", browser.cypher_string(loaded[key])))
+        records, _, _ = neo4j_driver.execute_query(
+            block.replace("'digits-cnn'", browser.cypher_string(loaded[key]))
+        )
         weights[key] = sorted(r["weight"] for r in records)
     assert weights["vgg"] and weights["vgg"] == pytest.approx(weights["vgg-compact"], rel=1e-12)
 

@@ -46,7 +46,7 @@ __all__ = ["loaded"]  # the module-scoped fixture, shared with test_browse_cmd
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 GRAPH_DOC = ROOT / "docs" / "GRAPH.md"
-DOC_MODEL = "vgg"  # the model name the README's and GRAPH.md's Browser queries use
+DOC_MODEL = "digits-cnn"  # the model name the README's and GRAPH.md's Browser queries use
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROME_FLAGS = (
@@ -357,7 +357,7 @@ def _doc_blocks(path: Path, section: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def doc_model(neo4j_driver: Any) -> Iterator[str]:
-    """A small VGG loaded (and scored) as 'vgg', the name the docs' queries use, unless one is there."""
+    """A small VGG loaded and scored as 'digits-cnn' (the docs' queries' name), unless one is there."""
     if get_model(neo4j_driver, DOC_MODEL) is not None:
         yield DOC_MODEL
         return

@@ -273,7 +273,7 @@ def test_every_query_to_paste_runs_and_returns_rows(
     queries = cypher_blocks(section(text, "Explore in Neo4j Browser"))
     assert queries, f"{page} has no query to paste"
     for lead, query in queries:
-        mine = query.replace("'vgg'", f"'{model}'")
+        mine = query.replace("'digits-cnn'", f"'{model}'")
         records = run_query(neo4j_driver, mine)
         assert records, f"{page}: no rows on {model}: {lead}\n{mine}"
         promised = promised_positions(lead)
