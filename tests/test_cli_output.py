@@ -206,3 +206,25 @@ def test_every_help_text_is_shown_as_written(cli_app: Any) -> None:
             assert text in shown, f"'cnngraph {' '.join(path)} --help' does not show {text!r}"
             checked += 1
     assert checked > 100
+
+
+def test_help_imports_neither_the_driver_nor_numpy_nor_torch() -> None:
+    """``cnngraph --help`` lists every command without importing what only running one needs (its
+    time is bench/bench_cli_startup.py's); the check fails when a command module imports them."""
+    probe = (
+        "import sys\n"
+        "from cnngraph.cli import main\n"
+        "main._register()\n"
+        "heavy = ('neo4j', 'numpy', 'torch', 'matplotlib', 'captum', 'onnx', 'scipy', 'sklearn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"registering the commands imported {done.stdout.strip()}"
+    # The probe can fail: a module that a command needs to run does import them.
+    done = subprocess.run(
+        [sys.executable, "-c", probe.replace("main._register()", "import cnngraph.queries.scoring")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "neo4j" in done.stdout and "numpy" in done.stdout

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
 from cnngraph.cli.common import (
@@ -18,7 +17,11 @@ from cnngraph.cli.common import (
 )
 from cnngraph.errors import counted
 from cnngraph.files import partial_path
-from cnngraph.queries.scoring import DegreeTable, compute_degrees
+
+if TYPE_CHECKING:  # numpy and the driver are imported when a command runs, not for --help
+    import numpy as np
+
+    from cnngraph.queries.scoring import DegreeTable
 
 HEADER = "layer,i,j,class,in,out,total"
 
@@ -37,6 +40,8 @@ def degrees(
     ] = "mean",
 ) -> None:
     """Weighted in-, out- and total degree of every node in every class network (degrees.cypher)."""
+    from cnngraph.queries.scoring import compute_degrees
+
     check_output_file(out)
     with connected(ctx) as driver:
         table = compute_degrees(driver, model, descriptor, database=neo4j_settings(ctx).database)
@@ -47,6 +52,8 @@ def degrees(
 
 def write_degrees_csv(table: DegreeTable, path: Path) -> None:
     """Rows node-major, class-minor; written to a temporary name, then renamed."""
+    import numpy as np
+
     t, n = table.indegree.shape
     columns = [
         np.repeat(table.layer, t),
@@ -62,6 +69,8 @@ def write_degrees_csv(table: DegreeTable, path: Path) -> None:
 
 def write_csv(path: Path, header: str, data: np.ndarray, fmt: list[str]) -> None:
     """``np.savetxt`` atomically: nothing half-written if it fails."""
+    import numpy as np
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:

@@ -10,8 +10,7 @@ import typer
 from cnngraph.cli.common import GraphModel, connected, console, err_console, handle_errors, neo4j_settings
 from cnngraph.cli.interrupts import between_transactions
 from cnngraph.errors import ConfigError, GraphNotFoundError
-from cnngraph.loader.catalog import DELETE_BATCH
-from cnngraph.queries.scoring import drop_model
+from cnngraph.loader.batches import DELETE_BATCH
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +35,8 @@ def drop(
     if not yes and not _confirmed(model):
         console.print("nothing deleted")
         raise typer.Exit(1)
+    from cnngraph.queries.scoring import drop_model
+
     with connected(ctx) as driver, between_transactions(_notice) as check_interrupt:
 
         def after_batch(done: int, total: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import TaskID
@@ -21,8 +21,10 @@ from cnngraph.cli.common import (
 )
 from cnngraph.cli.interrupts import between_transactions
 from cnngraph.errors import counted
-from cnngraph.loader.catalog import check_model_name
-from cnngraph.loader.writer import DEFAULT_BATCH, LoadReport, check_layout, load_network
+from cnngraph.loader.batches import DEFAULT_BATCH
+
+if TYPE_CHECKING:  # the driver is imported when a command runs, not for --help
+    from cnngraph.loader.writer import LoadReport
 
 
 def register(app: typer.Typer) -> None:
@@ -75,6 +77,9 @@ def load(
 
     Loading the same mapping again changes nothing; an interrupted load is completed by running
     the same command again."""
+    from cnngraph.loader.catalog import check_model_name
+    from cnngraph.loader.writer import check_layout, load_network
+
     model = check_model_name(file.name.removesuffix(".npz") if name is None else name)
     check_layout(layout)
     network = load_mapping(file)

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from cnngraph.cli.common import connected, console, handle_errors, neo4j_settings
-from cnngraph.queries.scoring import list_models
 
 COLUMNS = (
     "id", "architecture", "layout", "layers", "classes", "positions", "arcs", "relationships", "status",
@@ -29,6 +28,8 @@ def models(
 ) -> None:
     """List the models loaded in Neo4j."""
     with connected(ctx) as driver:
+        from cnngraph.queries.scoring import list_models
+
         rows = [summarise(m) for m in list_models(driver, neo4j_settings(ctx).database)]
     if as_json:
         console.print_json(json.dumps(rows))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -19,9 +18,9 @@ from cnngraph.cli.common import (
     neo4j_settings,
 )
 from cnngraph.cli.degrees_cmd import write_csv
-from cnngraph.loader.guard import unchanged_model
-from cnngraph.queries.scoring import AGGREGATORS, compute_scores, layer_summary
-from cnngraph.scores import NodeScores
+
+if TYPE_CHECKING:  # numpy and the driver are imported when a command runs, not for --help
+    from cnngraph.scores import NodeScores
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +48,9 @@ def score(
     """Score every node by the entropy of its degrees across class networks (scores.cypher).
 
     The scores are stored on the nodes as delta, delta_entropy, delta_mean, delta_participation."""
+    from cnngraph.loader.guard import unchanged_model
+    from cnngraph.queries.scoring import compute_scores, layer_summary
+
     if out is not None:
         check_output_file(out)
     database = neo4j_settings(ctx).database
@@ -68,6 +70,10 @@ def score(
 
 def write_scores_csv(scores: NodeScores, path: Path) -> None:
     """``layer,i,j,delta,entropy,mean,participation`` (delta = entropy), in (layer, i, j) order."""
+    import numpy as np
+
+    from cnngraph.queries.scoring import AGGREGATORS
+
     values = [scores.get(a) for a in AGGREGATORS]
     data = np.column_stack([scores.layer, scores.i, scores.j, scores.get("entropy"), *values])
     header = ",".join(["layer", "i", "j", "delta", *AGGREGATORS])

@@ -9,9 +9,8 @@ from neo4j import Driver, ManagedTransaction
 
 from cnngraph.errors import ConfigError, GraphNotFoundError, Neo4jError
 from cnngraph.loader import lease, schema, waits
+from cnngraph.loader.batches import DELETE_BATCH
 from cnngraph.loader.guard import neo4j_errors, quiet_session
-
-DELETE_BATCH = 10_000
 
 DeleteProgress = Callable[[int, int], None]
 """Called after every committed deletion batch with (positions done, positions in all)."""

@@ -24,11 +24,11 @@ from neo4j import exceptions as neo4j_exc
 
 from cnngraph.errors import ConfigError, Neo4jError
 from cnngraph.loader import lease, rows, schema, waits
+from cnngraph.loader.batches import DEFAULT_BATCH
 from cnngraph.loader.catalog import check_model_name, delete_graph, get_model
 from cnngraph.loader.guard import neo4j_errors, quiet_session
 from cnngraph.mapping.network import MultilayerNetwork
 
-DEFAULT_BATCH = 5_000  # arcs per transaction (times t relationships)
 # Arc x class weights per transaction at most, whatever the batch size: with 1,000 classes a
 # 5,000-arc batch would be 5M relationships (per-class) or 10M list elements (compact) at once.
 MAX_CLASS_ARCS = 100_000
