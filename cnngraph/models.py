@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,6 +174,16 @@ class ModelSpec:
             width=float(d.get("width", 1.0)),
             extra=dict(d.get("extra", {})),
         )
+
+
+def spec_on_graph(props: dict[str, Any]) -> dict[str, Any] | None:
+    """The spec 'cnngraph map' recorded in a ``:Model`` node's ``description`` (JSON), or None."""
+    try:
+        description = json.loads(str(props.get("description") or "{}"))
+    except ValueError:
+        return None
+    spec = description.get("spec") if isinstance(description, dict) else None
+    return spec if isinstance(spec, dict) and isinstance(spec.get("source"), str) else None
 
 
 RESERVED_ARGUMENTS = {

@@ -25,11 +25,6 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 DEFAULT_HTTP_PORT = 7474
 EXTENSION = "org.cnngraph.server.web"
 """The package of the launcher's Browser pages (mounted at ``/cnngraph``)."""
-SERVER_SETTINGS = (
-    "SHOW SETTINGS YIELD name, value WHERE name IN "
-    "['server.http.advertised_address', 'server.http.enabled', 'server.directories.neo4j_home', "
-    "'server.unmanaged_extension_classes'] RETURN name, value"
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -138,13 +133,11 @@ def server_facts(driver: Any) -> ServerFacts:
     """The server's HTTP address, home folder and whether it serves cnngraph's pages (our launcher).
 
     Reading settings needs an admin; for anyone else, or a server that refuses, nothing is known."""
-    from neo4j import exceptions as neo4j_exc
+    from cnngraph.queries.browser import server_settings
 
-    try:
-        records, _, _ = driver.execute_query(SERVER_SETTINGS)
-    except (neo4j_exc.Neo4jError, neo4j_exc.DriverError, OSError):
+    values = server_settings(driver)
+    if values is None:
         return ServerFacts()
-    values = {str(r["name"]): str(r["value"]) for r in records}
     address = (
         values.get("server.http.advertised_address") if values.get("server.http.enabled") == "true" else None
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -106,12 +105,9 @@ def recorded_spec(ctx: typer.Context, model: str) -> dict[str, Any] | None:
 
     with connected(ctx) as driver:
         props = require_model(driver, model, neo4j_settings(ctx).database, complete=False)
-    try:
-        description = json.loads(str(props.get("description") or "{}"))
-    except ValueError:
-        return None
-    spec = description.get("spec") if isinstance(description, dict) else None
-    return spec if isinstance(spec, dict) and isinstance(spec.get("source"), str) else None
+    from cnngraph.models import spec_on_graph
+
+    return spec_on_graph(props)
 
 
 def load_trained(

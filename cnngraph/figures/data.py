@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cnngraph.errors import ConfigError
+from cnngraph.models import spec_on_graph
 from cnngraph.pruner.select import UnitRow, UnitSelection, gamma_for_count, select_units
 from cnngraph.pruner.units import CHAIN, UNIT_KINDS, Unit, chain_units
 from cnngraph.scores import NodeScores
@@ -70,16 +71,6 @@ class FigureData:
 
 
 # ------------------------------------------------------------------------------------ from Neo4j
-LAYERS = (
-    "MATCH (l:Layer {model: $model}) "
-    "RETURN l.index AS index, l.name AS name, l.height AS height, l.width AS width ORDER BY index"
-)
-FEEDS = (
-    "MATCH (a:Layer {model: $model})-[f:FEEDS]->(b:Layer) "
-    "RETURN a.index AS src, b.index AS dst, f.via AS via ORDER BY src, dst"
-)
-
-
 def from_neo4j(
     driver: Any, model: str, database: str | None = None, descriptor: str | None = None
 ) -> FigureData:
@@ -87,24 +78,20 @@ def from_neo4j(
     stored; nothing is written), read under the read guard (``cnngraph.loader.guard``): a model
     dropped, replaced, reloaded or rescored while it is read is refused in one line. The per-class
     degrees, read when first asked for, must come from that same model too."""
-    from cnngraph.loader.guard import neo4j_errors, quiet_session, unchanged_model, verify
-    from cnngraph.queries.scoring import compute_degrees, fetch_scores, preview_scores
+    from cnngraph.loader.guard import unchanged_model, verify
+    from cnngraph.queries.scoring import compute_degrees, fetch_scores, layer_dag, preview_scores
 
     with unchanged_model(driver, model, database) as snap:
         stored = snap.props.get("scored_descriptor")
         snap.scores = stored is not None
-        with neo4j_errors(driver), quiet_session(driver, database) as session:
-            layers = [
-                LayerBox(int(r["index"]), str(r["name"]), int(r["height"]), int(r["width"]))
-                for r in session.run(LAYERS, model=model)
-            ]
-            feeds = [(int(r["src"]), int(r["dst"]), str(r["via"])) for r in session.run(FEEDS, model=model)]
+        grids, feeds = layer_dag(driver, model, database)
+        layers = [LayerBox(*grid) for grid in grids]
         if stored is not None and descriptor in (None, stored):
             scores = fetch_scores(driver, model, database)
         else:
             scores = preview_scores(driver, model, descriptor, database)
     props = snap.props
-    spec = _recorded_spec(props)
+    spec = spec_on_graph(props)
     units, note = units_for(spec, [layer.name for layer in layers])
     chosen = scores.descriptor
 
@@ -123,15 +110,6 @@ def from_neo4j(
         units_note=note,
         degree_source=degrees,
     )
-
-
-def _recorded_spec(props: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        description = json.loads(str(props.get("description") or "{}"))
-    except ValueError:
-        return None
-    spec = description.get("spec") if isinstance(description, dict) else None
-    return spec if isinstance(spec, dict) and isinstance(spec.get("source"), str) else None
 
 
 def units_for(spec: dict[str, Any] | None, names: Sequence[str]) -> tuple[list[Unit], str]:

@@ -165,6 +165,25 @@ def grass(layers: int | Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ queries
+SERVER_SETTINGS = (
+    "SHOW SETTINGS YIELD name, value WHERE name IN "
+    "['server.http.advertised_address', 'server.http.enabled', 'server.directories.neo4j_home', "
+    "'server.unmanaged_extension_classes'] RETURN name, value"
+)
+
+
+def server_settings(driver: Any) -> dict[str, str] | None:
+    """The server settings ``browse`` needs, or None where they cannot be read (reading settings
+    needs an admin; another server may refuse)."""
+    from neo4j import exceptions as neo4j_exc
+
+    try:
+        records, _, _ = driver.execute_query(SERVER_SETTINGS)
+    except (neo4j_exc.Neo4jError, neo4j_exc.DriverError, OSError):
+        return None
+    return {str(r["name"]): str(r["value"]) for r in records}
+
+
 def cypher_string(value: str) -> str:
     """``value`` as a single-quoted Cypher string literal (backslashes and quotes escaped)."""
     escaped = (

@@ -81,6 +81,14 @@ WRITE_BACK = re.compile(
     r"^CALL \(p, entropy, mean, participation\) \{\n.*?^\} IN TRANSACTIONS OF \d+ ROWS\n", re.M | re.S
 )
 LAYER_NAMES = "MATCH (l:Layer {model: $model}) RETURN l.index AS index, l.name AS name ORDER BY index"
+LAYER_GRIDS = (
+    "MATCH (l:Layer {model: $model}) "
+    "RETURN l.index AS index, l.name AS name, l.height AS height, l.width AS width ORDER BY index"
+)
+LAYER_FEEDS = (
+    "MATCH (a:Layer {model: $model})-[f:FEEDS]->(b:Layer) "
+    "RETURN a.index AS src, b.index AS dst, f.via AS via ORDER BY src, dst"
+)
 
 
 @dataclass(frozen=True)
@@ -239,6 +247,22 @@ def layer_summary(driver: Driver, model: str, database: str | None = None) -> li
     with unchanged_model(driver, model, database, scores=True):
         rows = [dict(r) for r in _fetch(driver, database, cypher("layer_summary"), model=model)]
     return rows
+
+
+def layer_dag(
+    driver: Driver, model: str, database: str | None = None
+) -> tuple[list[tuple[int, str, int, int]], list[tuple[int, int, str]]]:
+    """The layers ``(index, name, height, width)`` and the ``FEEDS`` pairs ``(src, dst, via)``, in
+    order; the caller guards the read (:func:`cnngraph.loader.guard.unchanged_model`)."""
+    layers = [
+        (int(r["index"]), str(r["name"]), int(r["height"]), int(r["width"]))
+        for r in _fetch(driver, database, LAYER_GRIDS, model=model)
+    ]
+    feeds = [
+        (int(r["src"]), int(r["dst"]), str(r["via"]))
+        for r in _fetch(driver, database, LAYER_FEEDS, model=model)
+    ]
+    return layers, feeds
 
 
 def top_nodes(driver: Driver, model: str, k: int = 25, database: str | None = None) -> list[dict[str, Any]]:
