@@ -31,8 +31,9 @@ NAMES = [statement.split()[2] for statement in schema.SCHEMA]
 
 
 def schema_state(driver: Any) -> dict[str, str]:
+    """The state of the graph's constraints and indexes (not of others, e.g. explanations')."""
     records, _, _ = driver.execute_query(
-        "SHOW INDEXES YIELD name, state WHERE name STARTS WITH 'cnngraph_' RETURN name, state"
+        "SHOW INDEXES YIELD name, state WHERE name IN $names RETURN name, state", names=NAMES
     )
     return {r["name"]: r["state"] for r in records}
 

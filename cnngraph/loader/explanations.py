@@ -129,11 +129,11 @@ def explanation_rows(
 
 
 def ensure_schema(driver: Driver, database: str | None = None) -> None:
-    """The explanation's constraint and index (idempotent), online before anything is written."""
-    with neo4j_errors(driver), quiet_session(driver, database) as session:
-        for statement in SCHEMA:
-            session.run(statement).consume()
-        session.run(schema.AWAIT_INDEXES).consume()
+    """The explanation's constraint and index, online before anything is written, created as the
+    loader creates the graph's (idempotent under concurrency, bounded waits)."""
+    from cnngraph.loader.writer import ensure_schema as ensure
+
+    ensure(driver, database, SCHEMA)
 
 
 def write_explanations(

@@ -24,8 +24,6 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX cnngraph_position_model IF NOT EXISTS FOR (p:Position) ON (p.model)",
 )
 
-AWAIT_INDEXES = "CALL db.awaitIndexes(300)"
-
 GET_MODEL = "MATCH (m:Model {id: $model}) RETURN m {.*} AS model"
 
 # load_id: new for every load (a drop and reload of the same mapping too), so that a reader can tell

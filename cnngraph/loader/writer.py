@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as replace_dc
 from typing import Any
@@ -82,19 +82,22 @@ SCHEMA_RACES = frozenset(
 )
 
 
-def ensure_schema(driver: Driver, database: str | None = None) -> None:
-    """Constraints and indexes, online before anything is written; safe to run by several processes
+def ensure_schema(
+    driver: Driver, database: str | None = None, statements: Sequence[str] = schema.SCHEMA
+) -> None:
+    """Constraints and indexes (``CREATE ... name IF NOT EXISTS`` statements, by default the
+    graph's), online before anything is written; safe to run by several processes
     at once. Those that exist (listed by ``SHOW INDEXES``, which takes no lock) are left alone, so a
     load never waits on a schema lock that another writer's open transaction holds; a statement that
     loses a race with another process's is checked again and retried. Waiting for them to come
     online polls ``SHOW INDEXES`` between transactions: ``db.awaitIndexes`` waits inside one, and
     several of those at once keep another process's new constraint from coming online (until they
     time out). All of it within ``waits.SCHEMA_TIMEOUT``."""
-    names = [statement.split()[2] for statement in schema.SCHEMA]
+    names = [statement.split()[2] for statement in statements]
     deadline = time.monotonic() + waits.SCHEMA_TIMEOUT
     with neo4j_errors(driver), quiet_session(driver, database) as session:
         state = _schema_state(session)
-        for name, statement in zip(names, schema.SCHEMA, strict=True):
+        for name, statement in zip(names, statements, strict=True):
             tries = 0
             while name not in state:
                 left = deadline - time.monotonic()
