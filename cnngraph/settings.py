@@ -18,6 +18,9 @@ STATE_DIR_ENV = "CNNGRAPH_STATE_DIR"
 PASSWORD_FILE = "neo4j.password"
 STATE_FILE = "neo4j.json"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+SERVER_START_TIMEOUT = 600.0
+"""Seconds ``cnngraph server start`` waits: a store of millions of relationships can take minutes to
+recover."""
 
 
 def default_state_dir() -> Path:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from cnngraph.cli.common import console, err_console, handle_errors
 from cnngraph.errors import ServerError
-from cnngraph.server import local
+from cnngraph.settings import SERVER_START_TIMEOUT
+
+if TYPE_CHECKING:  # the launcher module is imported when a command runs, not for --help
+    from cnngraph.server import local
 
 server_app = typer.Typer(
     help="Run a local Neo4j 5.26 (embedded in a small Java launcher built with Maven), no Docker needed.",
@@ -45,6 +48,8 @@ def _config(
     auth: bool = True,
     **kw: str,
 ) -> local.ServerConfig:
+    from cnngraph.server import local
+
     return local.ServerConfig(
         state_dir=(state_dir or local.default_state_dir()).resolve(),
         bolt_port=bolt_port,
@@ -87,7 +92,7 @@ def start_cmd(
             help="Seconds to wait until Neo4j is ready (a large store recovers for minutes after a crash); "
             "a server still starting then keeps running."
         ),
-    ] = local.DEFAULT_TIMEOUT,
+    ] = SERVER_START_TIMEOUT,
 ) -> None:
     """Build the launcher if needed, start Neo4j in the background and wait until Bolt answers.
 
@@ -120,6 +125,8 @@ def start_cmd(
             if stage in NOTED_STAGES:  # a line too, for piped output where no spinner shows
                 err_console.print(f"[bold]note:[/] {message}", highlight=False, soft_wrap=True)
 
+        from cnngraph.server import local
+
         info = local.start(config, timeout=timeout, on_stage=on_stage)
     auth = f"auth on (user neo4j, password in {config.password_file})" if info.auth else "auth OFF"
     recovered = ", after recovering the store" if info.recovered else ""
@@ -135,6 +142,8 @@ def start_cmd(
 @handle_errors
 def stop_cmd(state_dir: StateDir = None, bolt_port: BoltPort = 7687, http_port: HttpPort = 7474) -> None:
     """Stop the server started from this state directory (only a process running its store)."""
+    from cnngraph.server import local
+
     config = _config(state_dir, bolt_port, http_port)
     pid = local.stop(config)
     console.print(
@@ -155,6 +164,8 @@ def status_cmd(
     password: Annotated[str | None, typer.Option("--password", envvar="NEO4J_PASSWORD", hidden=True)] = None,
 ) -> None:
     """Say whether the server runs, where it listens, its version, store and Browser URL."""
+    from cnngraph.server import local
+
     config = _config(state_dir, bolt_port, http_port, password)
     info = local.status(config)
     if info is None:

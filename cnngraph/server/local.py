@@ -49,7 +49,7 @@ from cnngraph.server.launcher import (
     launcher_classpath,
     require_java,
 )
-from cnngraph.settings import PASSWORD_FILE, STATE_FILE, default_state_dir
+from cnngraph.settings import PASSWORD_FILE, SERVER_START_TIMEOUT, STATE_FILE, default_state_dir
 
 LAUNCHER_CLASS = "org.cnngraph.server.Launcher"
 READY_MARK = "cnngraph-server: ready"
@@ -59,8 +59,7 @@ JVM_FLAGS = (
     "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
     "-Dio.netty.tryReflectionSetAccessible=true",
 )
-DEFAULT_TIMEOUT = 600.0
-"""Seconds ``start`` waits: a store of millions of relationships can take minutes to recover."""
+DEFAULT_TIMEOUT = SERVER_START_TIMEOUT
 STORE_LOCKED_MARKS = ("FileLockException", "has been locked by another process")
 """What the launcher's log says when another process holds the store."""
 RECOVERY_START = re.compile(r"[Rr]ecovery (is )?required")
