@@ -9,8 +9,8 @@
 2. Mapping a VGG16-BN (width 1, 32x32 inputs) with 10 classes x 64 images of random data:
    wall time of ``map_model`` against the time of the same forward passes without hooks.
 3. Branching geometry: torchvision ``resnet50`` at 224x224 (random weights): the feeds relation
-   and ``assemble_topology`` on the traced graph (the trace, whose shape propagation is one
-   forward pass, timed apart), nodes, arcs and layer pairs.
+   and ``assemble_topology`` on the traced graph (the trace, whose shapes come from the graph run
+   on meta tensors since issue 31, timed apart), nodes, arcs and layer pairs.
 4. Mapping torchvision ``resnet18`` at 64x64 with 10 classes x 64 images, as in 2.
 
     .venv/bin/python bench/bench_mapping.py [--part geometry|mapping|resnet50|resnet18|all]
@@ -156,7 +156,7 @@ def bench_branching_geometry() -> None:
         ("convolutions / layer pairs (feeds)", f"{len(traced.convs)} / {topo.num_edges}"),
         ("nodes / arcs per class", f"{topo.num_nodes:,} / {topo.num_arcs:,}"),
         ("kinds of pairs (via)", ", ".join(vias)),
-        ("trace_model (fx, shape propagation = one forward pass, feeds)", f"{trace_s:.2f} s"),
+        ("trace_model (fx, shapes on meta tensors, feeds), first call", f"{trace_s:.2f} s"),
         ("find_feeds on the traced graph (best of 3)", f"{feeds_s:.3f} s"),
         ("assemble_topology (best of 3)", f"{topo_s:.3f} s"),
         ("topology = feeds + assemble", f"{feeds_s + topo_s:.3f} s"),

@@ -72,22 +72,20 @@ def test_a_model_too_big_for_memory_maps_topologically() -> None:
     assert topo.num_edges == 9 and topo.num_arcs == 9 * (3 * 4 - 2) ** 2
 
 
-def test_shapes_come_without_running_the_model() -> None:
-    class Loud(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3)
-            self.calls = 0
+def test_shapes_come_without_running_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shape propagation never computes with the model's real weights (meta tensors only)."""
+    seen: list[bool] = []
+    forward = nn.Conv2d.forward
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.b(torch.relu(self.a(x)))
+    def spy(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.is_meta)
+        return forward(self, x)
 
-    model = Loud()
-    ran: list[torch.Tensor] = []
-    model.a.register_forward_hook(lambda m, i, o: ran.append(o))
+    monkeypatch.setattr(nn.Conv2d, "forward", spy)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3))
     traced = trace_model(model, (1, 8, 8))
     assert [c.out_shape for c in traced.convs] == [(2, 8, 8), (2, 6, 6)]
-    assert ran == []  # the traced graph ran on meta tensors; the model's own modules never did
+    assert all(seen)  # a convolution that ran at all ran on meta tensors
     assert not any(p.is_meta for p in model.parameters())  # the model's weights are untouched
 
 

@@ -13,7 +13,7 @@ from cnngraph import __version__
 from cnngraph.datasets import ImageDataset, resolve_classes, restrict_classes, select_per_class
 from cnngraph.errors import ConfigError, DataError
 from cnngraph.mapping.network import DESCRIPTORS, MultilayerNetwork
-from cnngraph.mapping.responses import RESPONSES, ProgressFn, class_responses, pick_device
+from cnngraph.mapping.responses import RESPONSES, ProgressFn, class_responses, per_channel_scale, pick_device
 from cnngraph.mapping.topology import assemble_topology
 from cnngraph.mapping.trace import TracedModel, trace_model
 from cnngraph.models import ModelSpec, count_parameters
@@ -52,7 +52,8 @@ def map_model(
     if subset is not None:
         dataset = restrict_classes(dataset, subset)
     mean, std = normalize if normalize is not None else (None, None)
-    data = dataset.normalized(mean, std)
+    data = dataset  # normalised batch by batch: no copy of the images
+    scale = per_channel_scale(data.input_shape[0], mean, std)
     _check_classes(data)
     indices, used = select_per_class(data.labels, len(data.class_names), images_per_class, seed)
     traced = trace_model(model, data.input_shape)
@@ -60,7 +61,7 @@ def map_model(
     dev = pick_device(device)
     values = class_responses(
         model, traced, data.images, indices,
-        response=response, batch_size=batch_size, device=dev, progress=progress,
+        response=response, batch_size=batch_size, device=dev, progress=progress, normalize=scale,
     )  # fmt: skip
     options: dict[str, Any] = {
         "images_per_class": "all" if images_per_class is None else images_per_class,
