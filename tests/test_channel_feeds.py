@@ -350,3 +350,27 @@ def test_convnext_v2_global_response_norm_is_a_global_pooling() -> None:
     got = check_against_oracles(ConvNeXtV2Style(), (3, 12, 12))
     assert set(got) == {(0, 1), (0, 2), (1, 2)}
     assert len(got[(1, 2)]) == 36 * 36
+
+
+class SizeDerived(nn.Module):
+    """Slice bounds and split sizes computed from ``x.size()`` inside the traced graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.c2, self.c3 = (
+            C(3, 2, 3, padding=1),
+            C(3, 2, 3, padding=1),
+            C(2, 2, 1),
+            C(1, 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.c0(x), self.c1(x)], 1)
+        half = y.size(1) // 2
+        first, _ = torch.split(y, y.shape[1] // 2, dim=1)
+        return self.c2(y[:, half:]).mean() + self.c3(first.max(half - 1, keepdim=True)[0]).mean()
+
+
+def test_sizes_computed_in_the_graph_are_followed() -> None:
+    assert named_pairs(SizeDerived(), (3, 5, 5)) == {("c1", "c2"), ("c0", "c3")}
+    check_against_oracles(SizeDerived(), (3, 5, 5))

@@ -467,7 +467,7 @@ def _through(node: fx.Node, modules: dict[str, nn.Module], flows: dict[fx.Node, 
         return _block_inputs(node, flows, what)
     if name in CAT_NAMES:
         return _cat(node, flows, what)
-    if name in ARITHMETIC or (name in ("max", "min") and isinstance(_arg(node, 1, "other"), fx.Node)):
+    if name in ARITHMETIC or (name in ("max", "min") and _shape(_arg(node, 1, "other")) is not None):
         return _elementwise(node, flows, what, ARITHMETIC.get(name))
     if flow is None or shape_in is None:
         return _block_inputs(node, flows, what)
@@ -669,8 +669,12 @@ def _elementwise(
     for arg in args:
         flow, shape = flows[arg], _shape(arg)
         assert isinstance(flow, _Flow)
-        if shape is None or len(shape) != len(out):  # the batch would move: cannot follow
-            parts.append(_blocked(flow, what))
+        if (
+            shape is None
+            or len(shape) != len(out)
+            or any(a not in (1, b) for a, b in zip(shape, out, strict=True))
+        ):
+            parts.append(_blocked(flow, what))  # the batch would move, or not a broadcast: cannot follow
             continue
         if layout is not None and flow.axes != layout:
             parts.append(_blocked(flow, what))
