@@ -182,7 +182,10 @@ def test_errors(neo4j_driver: Any, loaded: Any, neo4j_settings: Neo4jSettings) -
     with pytest.raises(GraphNotFoundError, match="model 'nope' is not loaded"):
         fetch_scores(neo4j_driver, "nope")
     name, _ = loaded["two-layers"]
-    with pytest.raises(ConfigError, match="unknown descriptor 'max'"):
+    with pytest.raises(ConfigError, match="unknown descriptor 'mode'"):
+        compute_degrees(neo4j_driver, name, "mode")
+    # 'max' is a descriptor (docs/METHOD.md section 9), but this synthetic mapping stores mean and median only
+    with pytest.raises(ConfigError, match="stores no 'max' arc weights"):
         compute_degrees(neo4j_driver, name, "max")
     with pytest.raises(ConfigError, match="unknown descriptor"):
         compute_scores(neo4j_driver, name, "mean}) DETACH DELETE p //")
