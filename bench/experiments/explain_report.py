@@ -68,6 +68,8 @@ def load_model_results(folder: Path) -> dict[str, Any] | None:
         "fastest_images": min(chunks, key=lambda c: c["seconds"])["stop"]
         - min(chunks, key=lambda c: c["seconds"])["start"],
         "chunks": len(chunks),
+        "chunk_seconds": [c["seconds"] for c in chunks],
+        "load_averages": [c["load_average"] for c in chunks if "load_average" in c],
     }
 
 
@@ -207,7 +209,7 @@ def model_section(model: str, result: dict[str, Any], summary: dict[str, Any], p
         lines.append(f"| {METHOD_TITLES.get(name, name)} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Time per image (this run's measurement, one CPU thread, the machine shared with other work):",
+        f"Time per image (this run's measurement, {_threads(setup)}; {_load(result)}):",
         "",
         "| method | attribution s/image | faithfulness evaluation s/image |",
         "|---|---:|---:|",
@@ -244,13 +246,19 @@ def model_section(model: str, result: dict[str, Any], summary: dict[str, Any], p
 
 
 def _target_sentence(seconds: float) -> str:
-    if seconds <= 20 * 60:
-        return "met."
-    return (
-        "not met. Both models ran at the same time on one thread each, on the 2-core machine that other "
-        "helpers were loading at the same time (load average between 9 and 17 whenever it was sampled); the "
-        "figure is as measured."
-    )
+    return "met." if seconds <= 20 * 60 else "not met."
+
+
+def _threads(setup: dict[str, Any]) -> str:
+    return "one CPU thread" if setup["threads"] == 1 else f"{setup['threads']} CPU threads"
+
+
+def _load(result: dict[str, Any]) -> str:
+    """The machine's 1-minute load average over the chunks, as the study recorded it."""
+    loads = result.get("load_averages") or []
+    if len(loads) < len(result["chunk_seconds"]):
+        return "the machine's load was not recorded for every chunk"
+    return f"1-minute load average {min(loads):.1f} to {max(loads):.1f} at the ends of the chunks"
 
 
 def _reading(summary: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ def main() -> None:
                 "start": start,
                 "stop": stop,
                 "seconds": time.perf_counter() - began,
+                "load_average": round(os.getloadavg()[0], 2),  # 1-minute, at the chunk's end
                 "methods": results,
             },
         )
