@@ -10,8 +10,7 @@ of pair ``e`` weighs the fed layer's value at ``pi_e(u)`` (METHOD sections 3 and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,22 +21,9 @@ from cnngraph.errors import ModelError
 from cnngraph.explain.backtrack import ArcChooser
 from cnngraph.explain.pixels import InputReads, input_reads
 from cnngraph.mapping.network import Topology
-from cnngraph.mapping.responses import filter_descriptor
+from cnngraph.mapping.responses import filter_descriptor, forward_hooks
 from cnngraph.mapping.topology import assemble_topology
 from cnngraph.mapping.trace import ConvBlock, TracedModel, trace_model
-
-
-@contextmanager
-def forward_hooks(model: nn.Module, targets: Sequence[tuple[str, Callable[..., None]]]) -> Iterator[None]:
-    """Forward hooks on the named submodules for the duration of the block, removed whatever happens."""
-    handles = []
-    try:
-        for name, fn in targets:
-            handles.append(model.get_submodule(name).register_forward_hook(fn))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class ImageNetworks:

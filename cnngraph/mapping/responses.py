@@ -76,7 +76,8 @@ class _Accumulator:
 
 
 @contextmanager
-def _hooks(model: nn.Module, targets: Sequence[tuple[str, Callable[..., None]]]) -> Iterator[None]:
+def forward_hooks(model: nn.Module, targets: Sequence[tuple[str, Callable[..., None]]]) -> Iterator[None]:
+    """Forward hooks on the named submodules for the duration of the block, removed whatever happens."""
     handles = []
     try:
         for name, fn in targets:
@@ -158,7 +159,7 @@ def _accumulate(
     model.eval().to(dev)
     done = 0
     try:
-        with _hooks(model, targets), torch.inference_mode():
+        with forward_hooks(model, targets), torch.inference_mode():
             for start, stop in parts:
                 acc.set_batch(torch.from_numpy(classes[start:stop] % acc.num_classes).to(dev))
                 x = images[torch.from_numpy(order[start:stop])].to(dev, non_blocking=True)
