@@ -29,10 +29,9 @@ RETURN count(p.delta) + count(p.delta_entropy) + count(p.delta_descriptor) AS sc
 """
 
 
-@pytest.fixture(scope="module")
-def trained(cli_app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A checkpoint of small_cnn (5 convolutions) on tiny 8x8 two-class data, and its mapping."""
-    folder = tmp_path_factory.mktemp("dry")
+def tiny_checkpoint_and_mapping(cli_app: typer.Typer, folder: Path) -> tuple[Path, Path]:
+    """A checkpoint of small_cnn (5 convolutions) on tiny 8x8 two-class data in ``folder``, and its
+    mapping (shared with tests/test_read_races.py)."""
     rng = np.random.default_rng(0)
     labels = np.arange(32) % 2
     images = (rng.random((32, 8, 8)) * 60).astype(np.uint8)
@@ -48,6 +47,12 @@ def trained(cli_app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> t
     result = runner.invoke(cli_app, [*args, "--out", str(mapping)])
     assert result.exit_code == 0, result.output
     return checkpoint, mapping
+
+
+@pytest.fixture(scope="module")
+def trained(cli_app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A checkpoint of small_cnn on tiny 8x8 two-class data, and its mapping."""
+    return tiny_checkpoint_and_mapping(cli_app, tmp_path_factory.mktemp("dry"))
 
 
 def written(driver: Any, model: str) -> tuple[int, int, Any]:

@@ -23,6 +23,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import typer
+from test_dry_run import tiny_checkpoint_and_mapping
 from test_loader import Interrupt, synthetic_network
 from typer.testing import CliRunner
 
@@ -171,22 +172,7 @@ def test_an_undisturbed_read_still_works(driver: Any, model_id: str) -> None:
 @pytest.fixture(scope="module")
 def trained(cli_app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A checkpoint of small_cnn on tiny 8x8 two-class data, and its mapping (as test_dry_run)."""
-    folder = tmp_path_factory.mktemp("races")
-    rng = np.random.default_rng(0)
-    labels = np.arange(32) % 2
-    images = (rng.random((32, 8, 8)) * 60).astype(np.uint8)
-    images[labels == 1, :4] += 180
-    data = folder / "tiny.npz"
-    np.savez(data, images=images, labels=labels, classes=np.array(["dark", "bright"]))
-    checkpoint = folder / "model.pt"
-    args = ["train", "--model", "small_cnn", "--data", str(data), "--width", "0.25", "--epochs", "1"]
-    result = runner.invoke(cli_app, [*args, "--batch-size", "16", "--seed", "1", "--out", str(checkpoint)])
-    assert result.exit_code == 0, result.output
-    mapping = folder / "tiny-map.npz"
-    args = ["map", "--checkpoint", str(checkpoint), str(data), "--images-per-class", "4"]
-    result = runner.invoke(cli_app, [*args, "--out", str(mapping)])
-    assert result.exit_code == 0, result.output
-    return checkpoint, mapping
+    return tiny_checkpoint_and_mapping(cli_app, tmp_path_factory.mktemp("races"))
 
 
 @pytest.mark.parametrize("what", ["drop", "replace"])
