@@ -102,3 +102,16 @@ def test_finish_heatmap_quantile_blur_and_max() -> None:
     assert blurred.max() == 1.0
     assert not finish_heatmap(np.zeros((3, 3))).any()
     assert not finish_heatmap(-np.ones((3, 3))).any()
+
+
+def test_dataset_images_get_file_names_any_file_system_takes() -> None:
+    """'builtin:digits' (a colon: refused by Windows, awkward in shells) becomes 'builtin-digits';
+    the identity recorded in Neo4j keeps the dataset's own name."""
+    from cnngraph.datasets import ImageDataset
+    from cnngraph.explain.images import gather
+
+    data = ImageDataset(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 0]), ["a", "b"], "builtin:digits")
+    batch = gather([], data, [0, 2], (1, 8, 8), dataset_name="builtin:digits")
+    assert batch.stems == ["builtin-digits-0", "builtin-digits-2"]
+    assert batch.identities == ["builtin:digits#0", "builtin:digits#2"]
+    assert gather([], data, [1], (1, 8, 8), dataset_name="::").stems == ["data-1"]

@@ -8,6 +8,7 @@ dataset index out of range is one clear :class:`DataError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +108,12 @@ def gather(
     if indices and dataset is None:
         raise DataError("--index picks images of a dataset; give --data too")
     if dataset is not None:
+        # A file name that any file system and shell takes: 'builtin:digits' -> 'builtin-digits'.
+        safe_name = re.sub(r"[^\w.-]+", "-", dataset_name).strip("-.") or "data"
         for i in indices:
             check_shape(dataset.images[i], shape, f"dataset image {i}")
             images.append(dataset.images[i].float())
-            stems.append(f"{dataset_name}-{i}")
+            stems.append(f"{safe_name}-{i}")
             identities.append(f"{dataset.source}#{i}")
             labels.append(int(dataset.labels[i]))
     if not images:
