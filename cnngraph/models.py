@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,17 @@ def spec_on_graph(props: dict[str, Any]) -> dict[str, Any] | None:
         return None
     spec = description.get("spec") if isinstance(description, dict) else None
     return spec if isinstance(spec, dict) and isinstance(spec.get("source"), str) else None
+
+
+def spec_for_arch(
+    arch: str | None, recorded: dict[str, Any] | None, defaults: Callable[[], dict[str, Any]]
+) -> ModelSpec | None:
+    """The spec of a checkpoint being loaded again: ``--arch`` as its source, over the recorded
+    spec's fields, over ``defaults()`` (asked for only then: the data's shape and classes); else the
+    recorded spec; None when neither says which model it is (the caller says what to give)."""
+    if arch is not None:
+        return ModelSpec.from_dict({**defaults(), **(recorded or {}), "source": arch})
+    return ModelSpec.from_dict(recorded) if recorded is not None else None
 
 
 RESERVED_ARGUMENTS = {

@@ -247,7 +247,7 @@ def _model_and_data(
     """The model, its spec, the dataset (when --index asks for one) and a short name for it."""
     from cnngraph.datasets import check_recorded_source, load_dataset
     from cnngraph.explain.images import read_image_file
-    from cnngraph.models import ModelSpec, load_model, read_checkpoint
+    from cnngraph.models import load_model, read_checkpoint, spec_for_arch
 
     _, info = read_checkpoint(checkpoint)
     dataset = None
@@ -265,26 +265,21 @@ def _model_and_data(
             )
         dataset = load_dataset(source, chosen)
         name = chosen or Path(str(source)).stem or "data"
-    own = info.get("spec") if isinstance(info.get("spec"), dict) else None
-    base = own
+    base = info.get("spec") if isinstance(info.get("spec"), dict) else None
     if base is None and model is not None:
         from cnngraph.cli.prune_cmd import recorded_spec
 
         base = recorded_spec(ctx, model)
-    if arch is not None:
+
+    def defaults() -> dict[str, Any]:
         if dataset is not None:
             c, h, _ = dataset.input_shape
-        elif files:
-            c, h, _ = read_image_file(files[0]).shape
-        else:
-            c, h = 3, 32
-        defaults: dict[str, Any] = {"in_channels": c, "input_size": h}
-        if dataset is not None:
-            defaults["num_classes"] = len(dataset.class_names)
-        spec = ModelSpec.from_dict({**defaults, **(base or {}), "source": arch})
-    elif base is not None:
-        spec = ModelSpec.from_dict(base)
-    else:
+            return {"in_channels": c, "input_size": h, "num_classes": len(dataset.class_names)}
+        c, h = read_image_file(files[0]).shape[:2] if files else (3, 32)
+        return {"in_channels": c, "input_size": h}
+
+    spec = spec_for_arch(arch, base, defaults)
+    if spec is None:
         raise ConfigError(
             f"checkpoint '{checkpoint}' does not say which model it is; give --arch (as 'cnngraph map' takes "
             "MODEL), or --load --model NAME of its mapping in Neo4j"

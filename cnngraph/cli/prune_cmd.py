@@ -120,7 +120,7 @@ def load_trained(
     so every model that 'cnngraph map' took (a plain state dict included) can be pruned.
     """
     from cnngraph.datasets import check_recorded_source
-    from cnngraph.models import ModelSpec, load_model, read_checkpoint
+    from cnngraph.models import load_model, read_checkpoint, spec_for_arch
     from cnngraph.pruner.data import DataSplit, load_split
 
     _, info = read_checkpoint(checkpoint)
@@ -136,13 +136,11 @@ def load_trained(
     train_data, test_data = load_split(split)
     own = info.get("spec") if isinstance(info.get("spec"), dict) else None
     base = own if own is not None else recorded_spec(ctx, model)
-    if arch is not None:
-        c, h, _ = train_data.input_shape
-        defaults = {"num_classes": len(train_data.class_names), "in_channels": c, "input_size": h}
-        spec = ModelSpec.from_dict({**defaults, **(base or {}), "source": arch})
-    elif base is not None:
-        spec = ModelSpec.from_dict(base)
-    else:
+    c, h, _ = train_data.input_shape
+    spec = spec_for_arch(
+        arch, base, lambda: {"num_classes": len(train_data.class_names), "in_channels": c, "input_size": h}
+    )
+    if spec is None:
         raise ConfigError(
             f"checkpoint '{checkpoint}' does not say which model it is and the mapping of '{model}' "
             "recorded none; give --arch (as 'cnngraph map' took MODEL)"
