@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from cnngraph.errors import DataError, counted
-from cnngraph.files import partial_path
+from cnngraph.files import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -322,14 +322,8 @@ def _image_folder(root: Path) -> ImageDataset:
             array = data["images"]
     else:
         array = _decode(files)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(cache)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, images=array)
-            tmp.replace(cache)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, images=array)
     tensor = _to_float(array.transpose(0, 3, 1, 2))
     return ImageDataset(tensor, torch.tensor(labels, dtype=torch.int64), classes, str(root))
 

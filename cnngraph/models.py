@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from cnngraph.errors import ModelError, counted
-from cnngraph.files import partial_path
+from cnngraph.files import atomic_path
 from cnngraph.onnx_models import is_onnx_source
 
 VGG_CONFIGS: dict[str, list[int | str]] = {
@@ -441,13 +441,8 @@ def save_atomically(path: str | Path, obj: Any) -> Path:
     """``torch.save`` into a temporary file of this process beside ``path``, then rename it over
     ``path``: a reader, a ``kill -9`` or a second writer never sees a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

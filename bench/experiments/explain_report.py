@@ -154,7 +154,7 @@ def curves_figure(result: dict[str, Any], target: Path) -> None:
 def _save(fig: Any, target: Path) -> None:
     import io
 
-    from cnngraph.explain.outputs import write_bytes
+    from cnngraph.files import write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -449,7 +449,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--page", type=Path, default=ROOT / "docs" / "EXPLAIN.md")
     args = p.parse_args()
-    from cnngraph.explain.outputs import write_bytes
+    from cnngraph.files import write_bytes
 
     lines = static_part()
     lines += [

@@ -185,16 +185,10 @@ def main() -> None:
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``arrays`` as one .npz, atomically."""
-    from cnngraph.files import partial_path
+    from cnngraph.files import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

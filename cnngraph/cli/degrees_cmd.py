@@ -16,7 +16,7 @@ from cnngraph.cli.common import (
     neo4j_settings,
 )
 from cnngraph.errors import counted
-from cnngraph.files import partial_path
+from cnngraph.files import atomic_path
 
 if TYPE_CHECKING:  # numpy and the driver are imported when a command runs, not for --help
     import numpy as np
@@ -71,10 +71,5 @@ def write_csv(path: Path, header: str, data: np.ndarray, fmt: list[str]) -> None
     """``np.savetxt`` atomically: nothing half-written if it fails."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
+    with atomic_path(path) as tmp:
         np.savetxt(tmp, data, fmt=fmt, delimiter=",", header=header, comments="")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -192,7 +192,7 @@ def faithfulness(
         "per_image": {r.name: r.metrics for r in results},
     }
     if out is not None:
-        from cnngraph.explain.outputs import write_bytes
+        from cnngraph.files import write_bytes
 
         write_bytes(out, json.dumps(record, indent=1).encode())
     if as_json:

@@ -20,19 +20,8 @@ from typing import Any
 import numpy as np
 
 from cnngraph.explain.api import Explanation
-from cnngraph.files import partial_path
+from cnngraph.files import write_bytes
 from cnngraph.mapping.network import Topology
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def record(

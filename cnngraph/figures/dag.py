@@ -18,7 +18,8 @@ import numpy as np
 
 from cnngraph.errors import ConfigError
 from cnngraph.figures.data import FigureData, LayerBox
-from cnngraph.figures.output import figure_format, new_figure, save, write_bytes
+from cnngraph.figures.output import figure_format, new_figure, save
+from cnngraph.files import write_bytes
 from cnngraph.pruner.plots import FIXED_COLOUR, KEPT_COLOUR, REMOVED_COLOUR
 from cnngraph.pruner.select import UnitSelection
 from cnngraph.pruner.units import NOT_REMOVABLE, RESIDUAL, Unit
@@ -186,7 +187,7 @@ def _graphviz(data: FigureData, path: Path, selection: UnitSelection | None) -> 
             constraint="true" if span == 1 else "false",
             penwidth="1.2" if span == 1 else "0.8",
         )
-    write_bytes(graph.pipe(format=fmt), path)
+    write_bytes(path, graph.pipe(format=fmt))
     return DagFigure(path, "graphviz", tuple(layer.index for layer in data.layers), tuple(data.feeds))
 
 

@@ -3,7 +3,6 @@ written to a temporary name and renamed, so a figure is whole or absent."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cnngraph.errors import ConfigError
-from cnngraph.files import partial_path
+from cnngraph.files import atomic_path
 
 FORMATS = ("png", "svg")
 DPI = 110
@@ -36,25 +35,7 @@ def save(fig: Figure, path: str | Path, **kwargs: Any) -> Path:
     """Write ``fig`` to ``path`` atomically; the folder is created when missing."""
     path = Path(path)
     fmt = figure_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)
-    try:
-        # SVG keeps its text as text (searchable, selectable), not as outlines.
-        with matplotlib.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(partial, format=fmt, dpi=DPI, **kwargs)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def write_bytes(data: bytes, path: Path) -> Path:
-    """``data`` to ``path`` through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    # SVG keeps its text as text (searchable, selectable), not as outlines.
+    with atomic_path(path) as partial, matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(partial, format=fmt, dpi=DPI, **kwargs)
     return path

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from cnngraph.errors import ConfigError
-from cnngraph.files import partial_path
+from cnngraph.files import atomic_path
 from cnngraph.mapping.network import MultilayerNetwork
 
 FORMATS = ("gexf", "graphml")
@@ -63,14 +63,8 @@ def resolve_classes(network: MultilayerNetwork, classes: str | Sequence[str] | N
 
 def _write(path: str | Path, body: Callable[[IO[str]], None]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            body(fh)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        body(fh)
     return path
 
 

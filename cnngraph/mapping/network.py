@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cnngraph.errors import MappingFileError
-from cnngraph.files import partial_path
+from cnngraph.files import atomic_path
 
 FORMAT_VERSION = 2
 DESCRIPTORS = ("mean", "median", "max", "sum")
@@ -262,14 +262,8 @@ class MultilayerNetwork:
             arrays[name] = np.asarray(getattr(t, name), dtype=np.int64)
         for name, values in self.node_values.items():
             arrays[f"values_{name}"] = values
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(path)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)  # type: ignore[arg-type]
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod

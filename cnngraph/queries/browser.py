@@ -18,14 +18,13 @@ import hashlib
 import hmac
 import html
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnngraph.files import partial_path
+from cnngraph.files import write_bytes
 
 __all__ = [
     "BROWSER_GREY",
@@ -441,13 +440,7 @@ def write_guide(folder: Path, token: str, page: str, style: str) -> tuple[Path, 
     written = []
     for suffix, text in ((".html", page), (".grass", style)):
         path = folder / f"{token}{suffix}"
-        partial = partial_path(path)
-        try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-        written.append(path)
+        written.append(write_bytes(path, text.encode("utf-8")))
     return written[0], written[1]
 
 
