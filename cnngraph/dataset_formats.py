@@ -287,11 +287,6 @@ def read_idx_folder(folder: Path, split: str) -> RawImages:
     return RawImages(images, labels, names, f"{folder} ({split})")
 
 
-def describe_formats() -> str:
-    """One line for error messages: the folder formats read here."""
-    return "a CIFAR-10/100 python folder (cifar-10-batches-py, cifar-100-python) or an IDX folder (MNIST)"
-
-
 __all__ = [
     "RawImages",
     "check_split",

@@ -22,7 +22,7 @@ from cnngraph.figures.output import figure_format, new_figure, save
 from cnngraph.files import write_bytes
 from cnngraph.pruner.plots import FIXED_COLOUR, KEPT_COLOUR, REMOVED_COLOUR
 from cnngraph.pruner.select import UnitSelection
-from cnngraph.pruner.units import NOT_REMOVABLE, RESIDUAL, Unit
+from cnngraph.pruner.units import NOT_REMOVABLE, RESIDUAL
 
 ENGINES = ("auto", "graphviz", "layered")
 GRAPHVIZ_MAX_LAYERS = 32
@@ -276,7 +276,3 @@ def _layered(data: FigureData, path: Path, selection: UnitSelection | None) -> D
               bbox_to_anchor=(0.0, -0.08))  # fmt: skip
     ax.set_title(_title(data, selection) + " (arrows: FEEDS, labelled by via)", fontsize=10)
     return DagFigure(save(fig, path), "layered", tuple(range(n)), tuple(arrows))
-
-
-def units_of(data: FigureData) -> list[Unit]:
-    return list(data.units)

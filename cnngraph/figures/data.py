@@ -326,11 +326,6 @@ def select(
     )
 
 
-def unit_kinds(data: FigureData) -> dict[int, str]:
-    """Convolution index -> its unit's kind."""
-    return {k: u.kind for u in data.units for k in u.convs}
-
-
 __all__ = [
     "CHAIN",
     "FigureData",
